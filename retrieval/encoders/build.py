@@ -1,0 +1,373 @@
+"""Turn a BERT-family checkpoint folder into a servable model directory (no torch).
+
+Output layout (``out_dir``)::
+
+    model.onnx        FP32 graph, plain ONNX; the parity artefact checked against PyTorch
+    model.int8.onnx   dynamic INT8 quantisation of it; what the serving encoder runs
+    tokenizer.json    copied from the checkpoint
+    manifest.json     model id, dim, max length, source, hashes, quantisation settings
+
+The directory is assembled in a sibling temp directory and renamed into place, so a crash or
+Ctrl-C never leaves a half-written model where :func:`ensure_model` would pick it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from retrieval.encoders.bert_onnx import OUTPUT_POOLED, BertConfig, build_bert_model
+from retrieval.encoders.checkpoint import WEIGHT_FILE_NAMES, find_weights_file, load_checkpoint
+from retrieval.encoders.pooling import l2_normalize
+from retrieval.encoders.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_model
+from retrieval.encoders.registry import ModelSpec, default_checkpoint_dir, describe_checkpoint
+from retrieval.encoders.session import create_session
+from retrieval.encoders.tokenization import encode_batch, load_tokenizer
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FP32_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+TOKENIZER_NAME = "tokenizer.json"
+
+# protobuf refuses messages over 2 GiB; stay well below by moving weights to a side file.
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+SANITY_TEXTS: tuple[str, ...] = (
+    "林黛玉的性格是怎样的？",
+    "贾宝玉住在大观园的怡红院，与众姐妹朝夕相处。",
+    "Milvus 向量数据库支持 HNSW 索引",
+    "",
+)
+MIN_INT8_COSINE = 0.98
+"""A quantised model agreeing less than this with FP32 on ``SANITY_TEXTS`` is a broken build."""
+
+Progress = Callable[[str], None]
+
+
+class ModelBuildError(RuntimeError):
+    """The checkpoint could not be turned into a valid model directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltModel:
+    """A complete model directory, as described by its manifest."""
+
+    out_dir: Path
+    model_id: str
+    dim: int
+    max_length: int
+    pooling: str
+    normalize: bool
+    licence: str
+    fp32_path: Path
+    int8_path: Path
+    tokenizer_path: Path
+    manifest_path: Path
+    source_checkpoint: str
+    weights_sha256: str
+    quantization: Mapping[str, Any]
+    int8_min_cosine: float
+    created: str
+
+    @classmethod
+    def load(cls, out_dir: Path) -> BuiltModel:
+        """Read ``manifest.json`` of a complete model directory (ModelBuildError otherwise)."""
+        manifest = _read_manifest(out_dir)
+        if manifest is None or not _files_match(out_dir, manifest):
+            raise ModelBuildError(f"{out_dir} does not hold a complete model; run the model build")
+        return cls(
+            out_dir=out_dir,
+            model_id=str(manifest["model_id"]),
+            dim=int(manifest["dim"]),
+            max_length=int(manifest["max_length"]),
+            pooling=str(manifest["pooling"]),
+            normalize=bool(manifest["normalize"]),
+            licence=str(manifest["licence"]),
+            fp32_path=out_dir / FP32_NAME,
+            int8_path=out_dir / INT8_NAME,
+            tokenizer_path=out_dir / TOKENIZER_NAME,
+            manifest_path=out_dir / MANIFEST_NAME,
+            source_checkpoint=str(manifest["source_checkpoint"]),
+            weights_sha256=str(manifest["weights_sha256"]),
+            quantization=dict(manifest["quantization"]),
+            int8_min_cosine=float(manifest["int8_min_cosine"]),
+            created=str(manifest["created"]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sha256(paths: list[Path]) -> str:
+    """One digest over the files in order (a sharded checkpoint hashes all its shards)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weight_files(checkpoint_dir: Path) -> list[Path]:
+    """The weights file, or the index plus every shard it names."""
+    main = find_weights_file(checkpoint_dir)
+    if not main.name.endswith(".index.json"):
+        return [main]
+    index = json.loads(main.read_text(encoding="utf-8"))
+    shards = sorted(set(index.get("weight_map", {}).values()))
+    return [main, *(checkpoint_dir / str(s) for s in shards)]
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory to disk so the final rename publishes durable contents."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """Save ``model``; weights go to ``<name>.data`` when the proto would exceed protobuf's 2 GiB.
+
+    Returns the files written (model file first).
+    """
+    if model.ByteSize() < _EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(path))
+        return [path]
+    data_name = path.name + ".data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+    return [path, path.with_name(data_name)]
+
+
+def export_fp32(checkpoint_dir: Path, out_path: Path, *, fused_attention: bool = False) -> list[Path]:
+    """Convert ``checkpoint_dir`` to an FP32 ONNX file at ``out_path``; returns files written.
+
+    ``fused_attention`` emits ORT's ``com.microsoft.Attention`` instead of plain-ONNX attention
+    (an input for quantisation; the plain graph is the portable parity artefact).
+    """
+    cfg = BertConfig.from_file(checkpoint_dir / "config.json")
+    weights = load_checkpoint(checkpoint_dir)
+    model = build_bert_model(cfg, weights, fused_attention=fused_attention)
+    del weights  # the proto holds its own copy; halve peak memory for large checkpoints
+    return save_onnx(model, out_path)
+
+
+def _pooled(model_path: Path, tokenizer_json: Path, max_length: int, texts: tuple[str, ...]) -> np.ndarray[Any, Any]:
+    """L2-normalised in-graph pooled embeddings of ``texts``."""
+    session = create_session(model_path, intra_op_threads=0, inter_op_threads=1)
+    batch = encode_batch(load_tokenizer(tokenizer_json, max_length), texts)
+    (pooled,) = session.run([OUTPUT_POOLED], batch.as_feed())
+    return l2_normalize(np.asarray(pooled))
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        return None
+    return data
+
+
+def _files_match(out_dir: Path, manifest: Mapping[str, Any]) -> bool:
+    """Every required file is listed and present with its recorded size (cheap completeness check)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {FP32_NAME, INT8_NAME, TOKENIZER_NAME} <= files.keys():
+        return False
+    for name, info in files.items():
+        path = out_dir / name
+        if not path.is_file() or not isinstance(info, dict) or path.stat().st_size != info.get("bytes"):
+            return False
+    return True
+
+
+def is_complete(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished build (manifest present and all its files intact)."""
+    manifest = _read_manifest(out_dir)
+    return manifest is not None and _files_match(out_dir, manifest)
+
+
+@contextlib.contextmanager
+def _build_lock(out_dir: Path) -> Iterator[None]:
+    """Serialise builds of the same ``out_dir`` across processes (two workers starting at once)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    with lock_path.open("a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _clean_leftovers(out_dir: Path) -> None:
+    """Remove temp/old directories a crashed build may have left next to ``out_dir``."""
+    for pattern in (f".{out_dir.name}.tmp-*", f".{out_dir.name}.old-*"):
+        for stale in out_dir.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def _build_unlocked(
+    checkpoint_dir: Path,
+    out_dir: Path,
+    spec: ModelSpec,
+    settings: QuantSettings,
+    say: Progress,
+) -> BuiltModel:
+    started = time.perf_counter()
+    tokenizer_src = checkpoint_dir / "tokenizer.json"
+    if not tokenizer_src.is_file():
+        raise ModelBuildError(f"{checkpoint_dir} has no tokenizer.json (HF fast tokenizer file required)")
+    cfg = BertConfig.from_file(checkpoint_dir / "config.json")
+    weight_files = _weight_files(checkpoint_dir)
+
+    _clean_leftovers(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        say(f"hashing {weight_files[0].name}")
+        weights_sha = _sha256(weight_files)
+
+        say(f"loading weights and writing FP32 graph ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
+        written = export_fp32(checkpoint_dir, tmp / FP32_NAME)
+
+        say(f"quantising to INT8 ({settings.name})")
+        if settings.fused_attention:
+            # The quantiser works on the fused-attention variant; it is a build intermediate only.
+            interim = tmp / "interim.fused.onnx"
+            interim_files = export_fp32(checkpoint_dir, interim, fused_attention=True)
+            quantize_model(interim, tmp / INT8_NAME, settings)
+            for f in interim_files:
+                f.unlink()
+        else:
+            quantize_model(tmp / FP32_NAME, tmp / INT8_NAME, settings)
+        written.append(tmp / INT8_NAME)
+        shutil.copyfile(tokenizer_src, tmp / TOKENIZER_NAME)
+        written.append(tmp / TOKENIZER_NAME)
+
+        say("checking INT8 against FP32")
+        fp32_vecs = _pooled(tmp / FP32_NAME, tmp / TOKENIZER_NAME, spec.max_length, SANITY_TEXTS)
+        int8_vecs = _pooled(tmp / INT8_NAME, tmp / TOKENIZER_NAME, spec.max_length, SANITY_TEXTS)
+        min_cos = float(np.min(np.sum(fp32_vecs * int8_vecs, axis=1)))
+        if not min_cos >= MIN_INT8_COSINE:
+            raise ModelBuildError(f"INT8 model disagrees with FP32 (min cosine {min_cos:.4f} < {MIN_INT8_COSINE})")
+
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "model_id": spec.model_id,
+            "dim": cfg.hidden_size,
+            "max_length": spec.max_length,
+            "pooling": spec.pooling,
+            "normalize": spec.normalize,
+            "licence": spec.licence,
+            "outputs": {"last_hidden_state": "(batch, seq, dim)", OUTPUT_POOLED: "(batch, dim) masked mean"},
+            "source_checkpoint": str(checkpoint_dir.resolve()),
+            "weights_file": weight_files[0].name,
+            "weights_sha256": weights_sha,
+            "files": {
+                p.name: {"bytes": p.stat().st_size, "sha256": _sha256([p])} for p in written
+            },
+            "quantization": settings.to_manifest(),
+            "int8_min_cosine": round(min_cos, 6),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        for p in [*written, tmp / MANIFEST_NAME]:
+            _fsync(p)
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the model dir should be readable like any other
+
+        # Publish: move any previous (possibly incomplete) dir aside, rename, then delete the old one.
+        old: Path | None = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        _fsync(out_dir.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"built {spec.model_id} into {out_dir} in {time.perf_counter() - started:.1f}s")
+    return BuiltModel.load(out_dir)
+
+
+def build_model(
+    checkpoint_dir: Path,
+    out_dir: Path,
+    *,
+    model_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    quantization: QuantSettings = DEFAULT_SETTINGS,
+) -> BuiltModel:
+    """Convert ``checkpoint_dir`` (config.json, weights, tokenizer.json) into ``out_dir``.
+
+    Always rebuilds, replacing any existing ``out_dir`` atomically. ``model_id`` defaults to
+    the registry id for known checkpoints, else the folder name (see ``describe_checkpoint``).
+    ``progress`` receives short human-readable step messages.
+    """
+    spec = describe_checkpoint(checkpoint_dir, model_id=model_id)
+    with _build_lock(out_dir):
+        return _build_unlocked(checkpoint_dir, out_dir, spec, quantization, progress or (lambda _msg: None))
+
+
+def ensure_model(
+    out_dir: Path,
+    checkpoint_dir: Path | None = None,
+    *,
+    model_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BuiltModel:
+    """Return the model in ``out_dir``, building it first if it is missing or incomplete.
+
+    ``checkpoint_dir`` defaults to the packaged m3e-small. An existing complete build is
+    trusted as is (its source is not re-hashed), so startup stays fast.
+    """
+    if is_complete(out_dir):
+        return BuiltModel.load(out_dir)
+    source = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir()
+    spec = describe_checkpoint(source, model_id=model_id)
+    with _build_lock(out_dir):
+        # Another process may have finished the build while we waited for the lock.
+        if is_complete(out_dir):
+            return BuiltModel.load(out_dir)
+        return _build_unlocked(source, out_dir, spec, DEFAULT_SETTINGS, progress or (lambda _msg: None))
+
+
+__all__ = [
+    "FP32_NAME",
+    "INT8_NAME",
+    "MANIFEST_NAME",
+    "TOKENIZER_NAME",
+    "WEIGHT_FILE_NAMES",
+    "BuiltModel",
+    "ModelBuildError",
+    "build_model",
+    "ensure_model",
+    "export_fp32",
+    "is_complete",
+    "save_onnx",
+]

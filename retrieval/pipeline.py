@@ -1,0 +1,297 @@
+"""The search pipeline: composes encoder, sparse scorer, store and fuser into ingest and search.
+
+It owns the only mutable shared state of the engine, the BM25 statistics, and serialises writes
+so those statistics always describe exactly what the store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.chunking import chunk_text
+from retrieval.documents import Document
+from retrieval.encoders.protocol import Encoder, EncoderUnavailable, Vectors
+from retrieval.fusion import FusedHit, WeightedRRF
+from retrieval.sparse.bm25 import Bm25Statistics
+from retrieval.sparse.encoder import Bm25Encoder
+from retrieval.store.filters import SearchFilter
+from retrieval.store.protocol import ChunkRecord, StoredHit, VectorStore
+
+logger = logging.getLogger(__name__)
+
+
+class SearchMode(StrEnum):
+    """Which retrievers a search runs."""
+
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    SPARSE = "sparse"
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest or delete changed."""
+
+    documents: int
+    chunks: int
+    removed_chunks: int
+    per_document: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Fused hits of one page plus what the engine did to find them."""
+
+    hits: list[FusedHit]
+    took_ms: float
+    degraded: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    query_vector: Vectors | None = None
+
+
+def index_text(title: str, text: str) -> str:
+    """What gets embedded and tokenised for a chunk: its title gives short chunks their subject."""
+    return f"{title}\n{text}" if title else text
+
+
+@dataclass
+class PipelineConfig:
+    """Knobs the pipeline needs (a projection of Settings, so tests can build one directly)."""
+
+    chunk_max_chars: int = 400
+    chunk_min_chars: int = 40
+    candidates: int = 100
+    reweight_drift: float = 0.05
+    stats_path: Path | None = None
+
+
+class SearchPipeline:
+    """Ingest and search over one collection."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        sparse: Bm25Encoder,
+        store: VectorStore,
+        fuser: WeightedRRF,
+        config: PipelineConfig | None = None,
+    ):
+        self.encoder = encoder
+        self.sparse = sparse
+        self.store = store
+        self.fuser = fuser
+        self.config = config or PipelineConfig()
+        self._write_lock = asyncio.Lock()
+        self.kb_version = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def stats(self) -> Bm25Statistics:
+        """The live BM25 corpus statistics."""
+        return self.sparse.stats
+
+    def _snapshot_tag(self, rows: int) -> str:
+        return f"{self.encoder.model_id}:{rows}"
+
+    async def start(self) -> None:
+        """Open (or create) the collection and load BM25 statistics that match it."""
+        info = await self.store.open(self.encoder.model_id, self.encoder.dim)
+        path = self.config.stats_path
+        dirty = path is not None and path.with_suffix(".dirty").exists()
+        loaded = None
+        if path is not None and not dirty:
+            loaded = Bm25Statistics.load(path, self.stats.params, tag=self._snapshot_tag(info.rows))
+        if loaded is not None and loaded.n_docs == info.rows:
+            self.sparse.stats = loaded
+        elif info.rows:
+            logger.info("rebuilding BM25 statistics from %d stored chunks", info.rows)
+            await self.rebuild_statistics()
+        if self.stats.needs_reweight(self.config.reweight_drift):
+            await self._reweight()
+        await self._persist_stats()
+
+    async def rebuild_statistics(self) -> None:
+        """Recount N, lengths and document frequencies from the store (the source of truth)."""
+        fresh = Bm25Statistics(self.stats.params)
+        reference = self.stats.reference_avgdl
+        async for batch in self.store.iterate_terms():
+            for stored in batch:
+                counts, ids = fresh.counts_from_json(stored.terms, stored.length)
+                fresh.adopt_ids(ids)  # before add(), so known terms keep the ids their vectors use
+                fresh.add(counts)
+        # Stored vectors were weighted against the old reference; keep it so drift is measured right.
+        fresh.reference_avgdl = reference
+        self.sparse.stats = fresh
+
+    async def _persist_stats(self) -> None:
+        path = self.config.stats_path
+        if path is None:
+            return
+        tag = self._snapshot_tag(self.stats.n_docs)
+        await asyncio.to_thread(self.stats.save, path, tag=tag)
+        path.with_suffix(".dirty").unlink(missing_ok=True)
+
+    def _mark_dirty(self) -> None:
+        # Written before a store mutation and removed after the snapshot: a crash in between makes
+        # the next start recount from the store instead of trusting a stale snapshot.
+        path = self.config.stats_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".dirty").touch()
+
+    async def _reweight(self) -> None:
+        self.stats.rebase()
+        rewritten = await self.store.rewrite_sparse(self.sparse.stored_vector)
+        logger.info("re-weighted %d sparse vectors (avgdl %.2f)", rewritten, self.stats.reference_avgdl)
+
+    async def close(self) -> None:
+        """Close the encoder and the store."""
+        await self.encoder.close()
+        await self.store.close()
+
+    # -- writes ----------------------------------------------------------------------------
+    def _chunks(self, doc: Document, chunk: bool) -> list[tuple[int, str]]:
+        if not chunk:
+            return [(0, doc.text)]
+        pieces = chunk_text(doc.text, self.config.chunk_max_chars, self.config.chunk_min_chars)
+        return [(c.index, c.text) for c in pieces]
+
+    async def ingest(self, documents: Sequence[Document], *, chunk: bool = True) -> IngestReport:
+        """Upsert documents: replaces every chunk a document had before. Idempotent."""
+        latest: dict[str, Document] = {}
+        for doc in documents:
+            latest[doc.id] = doc  # the last copy of a repeated id wins, as in any upsert
+        docs = list(latest.values())
+        planned = [(doc, idx, text) for doc in docs for idx, text in self._chunks(doc, chunk)]
+        texts = [index_text(doc.title, text) for doc, _, text in planned]
+        vectors = await self.encoder.encode_passages(texts) if texts else np.zeros((0, self.encoder.dim))
+        counts = await asyncio.to_thread(lambda: [self.sparse.counts(t) for t in texts])
+
+        async with self._write_lock:
+            old = await self.store.chunk_terms([d.id for d in docs])
+            self._mark_dirty()
+            for stored in old:
+                self.stats.remove(self.stats.counts_from_json(stored.terms, stored.length)[0])
+            for c in counts:
+                self.stats.add(c)
+            if self.stats.reference_avgdl <= 0:
+                self.stats.rebase()
+            records = [
+                ChunkRecord(
+                    id=f"{doc.id}#{idx}",
+                    doc_id=doc.id,
+                    title=doc.title,
+                    kind=doc.kind,
+                    text=text,
+                    chunk_index=idx,
+                    metadata={**doc.metadata, **({"aliases": list(doc.aliases)} if doc.aliases else {})},
+                    dense=vectors[i],
+                    sparse=self.sparse.document_vector(counts[i]),
+                    terms=self.stats.counts_json(counts[i]),
+                    length=counts[i].length,
+                )
+                for i, (doc, idx, text) in enumerate(planned)
+            ]
+            await self.store.upsert(records)
+            new_ids = {r.id for r in records}
+            stale = [s.chunk_id for s in old if s.chunk_id not in new_ids]
+            await self.store.delete(stale)
+            if self.stats.needs_reweight(self.config.reweight_drift):
+                await self._reweight()
+            await self._persist_stats()
+            self.kb_version += 1
+
+        per_doc: dict[str, int] = {}
+        for doc, _, _ in planned:
+            per_doc[doc.id] = per_doc.get(doc.id, 0) + 1
+        return IngestReport(len(docs), len(records), len(stale), per_doc)
+
+    async def delete(self, doc_ids: Iterable[str]) -> IngestReport:
+        """Remove documents and all their chunks; unknown ids are ignored."""
+        ids = list(dict.fromkeys(doc_ids))
+        async with self._write_lock:
+            old = await self.store.chunk_terms(ids)
+            if not old:
+                return IngestReport(0, 0, 0)
+            self._mark_dirty()
+            await self.store.delete([s.chunk_id for s in old])
+            for stored in old:
+                self.stats.remove(self.stats.counts_from_json(stored.terms, stored.length)[0])
+            if self.stats.needs_reweight(self.config.reweight_drift):
+                await self._reweight()
+            await self._persist_stats()
+            self.kb_version += 1
+        return IngestReport(len({s.doc_id for s in old}), 0, len(old))
+
+    async def reweight(self) -> None:
+        """Rewrite every document vector against the live average length (exact BM25 again)."""
+        async with self._write_lock:
+            self._mark_dirty()
+            await self._reweight()
+            await self._persist_stats()
+
+    # -- reads -----------------------------------------------------------------------------
+    async def embed_query(self, query: str) -> Vectors:
+        """The query's dense vector (one encoder pass, reusable by cache and router)."""
+        return await self.encoder.encode_queries([query])
+
+    async def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 10,
+        offset: int = 0,
+        mode: SearchMode = SearchMode.HYBRID,
+        where: SearchFilter | None = None,
+        weights: Mapping[str, float] | None = None,
+        candidates: int | None = None,
+        query_vector: Vectors | None = None,
+    ) -> SearchOutcome:
+        """Run the retrievers the mode asks for, fuse them with weighted RRF, return one page."""
+        started = time.perf_counter()
+        where = where or SearchFilter()
+        depth = max(candidates or self.config.candidates, offset + top_k)
+        timings: dict[str, float] = {}
+        degraded = False
+        vector = query_vector
+
+        ranked: dict[str, list[StoredHit]] = {}
+        if mode in (SearchMode.HYBRID, SearchMode.DENSE) and vector is None:
+            t0 = time.perf_counter()
+            try:
+                vector = await self.embed_query(query)
+            except EncoderUnavailable:
+                if mode is SearchMode.DENSE:
+                    raise
+                degraded = True  # keep answering from BM25 alone
+            timings["encode_ms"] = (time.perf_counter() - t0) * 1000
+
+        async def dense(query_vec: Vectors) -> None:
+            t0 = time.perf_counter()
+            ranked["dense"] = await self.store.search_dense(query_vec[0], depth, where)
+            timings["dense_ms"] = (time.perf_counter() - t0) * 1000
+
+        async def sparse() -> None:
+            t0 = time.perf_counter()
+            ranked["sparse"] = await self.store.search_sparse(self.sparse.query_vector(query), depth, where)
+            timings["sparse_ms"] = (time.perf_counter() - t0) * 1000
+
+        tasks = []
+        if mode in (SearchMode.HYBRID, SearchMode.DENSE) and vector is not None:
+            tasks.append(dense(vector))
+        if mode in (SearchMode.HYBRID, SearchMode.SPARSE):
+            tasks.append(sparse())
+        await asyncio.gather(*tasks)
+        # Keep a fixed source order so fusion ties never depend on which search finished first.
+        ordered: dict[str, list[StoredHit]] = {n: ranked[n] for n in ("dense", "sparse") if n in ranked}
+        fused = self.fuser.fuse(ordered, weights)
+        took = (time.perf_counter() - started) * 1000
+        return SearchOutcome(fused[offset : offset + top_k], took, degraded, timings, vector)

@@ -1,0 +1,1 @@
+"""Sparse retrieval: jieba tokens with a domain lexicon, scored as BM25 sparse vectors."""

@@ -1,0 +1,336 @@
+"""Milvus as the vector store: Milvus Lite (a file) by default, a Milvus server by URI.
+
+The same code serves both. Differences are confined to index choice: Milvus Lite 2.5 offers only
+FLAT/IVF_FLAT for dense vectors (FLAT is exact and, at 100k rows, fast enough: see README
+"Engine choice"), while a server gets HNSW with M=32, efConstruction=200 and ef=200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pymilvus import AsyncMilvusClient, DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from retrieval.sparse.bm25 import SparseVector
+from retrieval.store.filters import SearchFilter
+from retrieval.store.protocol import (
+    ChunkRecord,
+    CollectionInfo,
+    ModelMismatch,
+    StoredHit,
+    StoredTerms,
+    StoreError,
+    StoreUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_HIT_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata"]
+# Milvus caps one query's result window at 16384 rows.
+_QUERY_WINDOW = 16_384
+HNSW_PARAMS = {"M": 32, "efConstruction": 200}
+HNSW_EF = 200
+
+
+def _terms(row: dict[str, Any]) -> StoredTerms:
+    return StoredTerms(str(row["id"]), str(row.get("doc_id", "")), dict(row["tf"]), int(row["doc_len"]))
+
+
+def is_lite_uri(uri: str) -> bool:
+    """Milvus Lite is addressed by a local file path; servers by http(s)/tcp/unix URIs."""
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+class MilvusStore:
+    """One collection of chunks in Milvus, with a dense and a sparse (BM25) vector per chunk."""
+
+    def __init__(self, uri: str, collection: str, *, token: str = "", timeout_s: float = 5.0):
+        if not collection.replace("_", "").isalnum():
+            raise ValueError(f"invalid collection name {collection!r}")
+        self.uri = uri
+        self.collection = collection
+        self.timeout_s = timeout_s
+        self.lite = is_lite_uri(uri)
+        if self.lite:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._token = token
+        self._client: AsyncMilvusClient | None = None
+        self._sync: MilvusClient | None = None
+        self._dim = 0
+
+    # -- connection -------------------------------------------------------------------------
+    def _async(self) -> AsyncMilvusClient:
+        if self._client is None:
+            self._client = AsyncMilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+        return self._client
+
+    def _blocking(self) -> MilvusClient:
+        # Iterators exist only on the synchronous client; used for maintenance, off the loop.
+        if self._sync is None:
+            self._sync = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+        return self._sync
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, timeout=self.timeout_s * 2)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"Milvus {what} timed out after {self.timeout_s * 2:.1f}s") from exc
+        except MilvusException as exc:
+            raise StoreError(f"Milvus {what} failed: {exc.message}") from exc
+        except Exception as exc:  # grpc errors surface as several unrelated types
+            if type(exc).__module__.startswith("grpc"):
+                raise StoreUnavailable(f"Milvus {what}: {exc}") from exc
+            raise
+
+    # -- collection ------------------------------------------------------------------------
+    def _schema(self, model_id: str, dim: int) -> Any:
+        description = json.dumps({"model_id": model_id, "dim": dim, "schema_version": SCHEMA_VERSION})
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=description
+        )
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=200)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
+        schema.add_field("title", DataType.VARCHAR, max_length=1024)
+        schema.add_field("kind", DataType.VARCHAR, max_length=32)
+        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
+        schema.add_field("chunk_index", DataType.INT32)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("tf", DataType.JSON)
+        schema.add_field("doc_len", DataType.INT32)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        return schema
+
+    def _index_params(self) -> Any:
+        params = MilvusClient.prepare_index_params()
+        if self.lite:
+            params.add_index("dense", index_type="FLAT", metric_type="COSINE")
+        else:
+            params.add_index("dense", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
+            params.add_index("kind", index_type="INVERTED")
+            params.add_index("doc_id", index_type="INVERTED")
+        # drop_ratio 0: keep every term, so IP equals the BM25 score exactly.
+        params.add_index(
+            "sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP", params={"drop_ratio_build": 0.0}
+        )
+        return params
+
+    async def open(self, model_id: str, dim: int) -> CollectionInfo:
+        """Create the collection, or verify the existing one was built by `model_id` at `dim`."""
+        client = self._async()
+        exists = await self._call("has_collection", client.has_collection(self.collection))
+        if not exists:
+            await self._call(
+                "create_collection",
+                client.create_collection(
+                    self.collection,
+                    schema=self._schema(model_id, dim),
+                    index_params=self._index_params(),
+                    # Strong: a chunk acknowledged by an ingest is visible to the next search.
+                    consistency_level="Strong",
+                ),
+            )
+            logger.info("created collection %s (model %s, dim %d)", self.collection, model_id, dim)
+        else:
+            info = await self.describe()
+            if info.model_id != model_id or info.dim != dim:
+                raise ModelMismatch(
+                    f"collection {self.collection!r} was built with model {info.model_id!r} "
+                    f"(dim {info.dim}) but the configured model is {model_id!r} (dim {dim}). "
+                    "Re-embed it with `search-api reindex`, point SEARCH_STORE_COLLECTION at a new "
+                    "collection, or configure the model it was built with."
+                )
+        await self._call("load_collection", client.load_collection(self.collection))
+        self._dim = dim
+        return CollectionInfo(self.collection, model_id, dim, await self.count())
+
+    async def describe(self) -> CollectionInfo:
+        """Model id and dimension recorded in the collection's description."""
+        desc = await self._call("describe_collection", self._async().describe_collection(self.collection))
+        try:
+            recorded = json.loads(desc.get("description") or "{}")
+        except ValueError:
+            recorded = {}
+        dim = next((int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "dense"), 0)
+        return CollectionInfo(self.collection, str(recorded.get("model_id", "?")), dim, 0)
+
+    async def drop(self) -> None:
+        """Delete the collection and everything in it."""
+        await self._call("drop_collection", self._async().drop_collection(self.collection))
+
+    # -- writes ----------------------------------------------------------------------------
+    async def upsert(self, records: Sequence[ChunkRecord]) -> None:
+        """Insert or replace chunks by id."""
+        if not records:
+            return
+        rows = [
+            {
+                "id": r.id,
+                "doc_id": r.doc_id,
+                "title": r.title,
+                "kind": r.kind,
+                "text": r.text,
+                "chunk_index": r.chunk_index,
+                "metadata": r.metadata,
+                "tf": r.terms,
+                "doc_len": r.length,
+                "dense": np.asarray(r.dense, dtype=np.float32),
+                "sparse": r.sparse,
+            }
+            for r in records
+        ]
+        await self._call("upsert", self._async().upsert(self.collection, rows, timeout=self.timeout_s))
+
+    async def delete(self, chunk_ids: Sequence[str]) -> None:
+        """Remove chunks by id."""
+        if chunk_ids:
+            await self._call(
+                "delete", self._async().delete(self.collection, ids=list(chunk_ids), timeout=self.timeout_s)
+            )
+
+    async def chunk_terms(self, doc_ids: Sequence[str]) -> list[StoredTerms]:
+        """BM25 bookkeeping of the stored chunks of these documents."""
+        found: list[StoredTerms] = []
+        for start in range(0, len(doc_ids), 100):
+            expr = SearchFilter.build(doc_ids=doc_ids[start : start + 100]).expression()
+            rows = await self._call(
+                "query",
+                self._async().query(
+                    self.collection,
+                    filter=expr,
+                    output_fields=["doc_id", "tf", "doc_len"],
+                    limit=_QUERY_WINDOW,
+                    timeout=self.timeout_s,
+                ),
+            )
+            found.extend(_terms(row) for row in rows)
+        return found
+
+    # -- reads -----------------------------------------------------------------------------
+    async def search_dense(
+        self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
+    ) -> list[StoredHit]:
+        """Nearest chunks by cosine similarity."""
+        params: dict[str, Any] = {"metric_type": "COSINE"}
+        if not self.lite:
+            params["params"] = {"ef": max(HNSW_EF, limit)}
+        return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
+
+    async def search_sparse(self, vector: SparseVector, limit: int, where: SearchFilter) -> list[StoredHit]:
+        """Chunks by inner product with the BM25 query vector; nothing when no query term is known."""
+        if not vector:
+            return []
+        params = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
+        return await self._search("sparse", [vector], limit, where, params)
+
+    async def _search(
+        self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]
+    ) -> list[StoredHit]:
+        result = await self._call(
+            f"{field} search",
+            self._async().search(
+                self.collection,
+                data=data,
+                anns_field=field,
+                limit=limit,
+                filter=where.expression(),
+                output_fields=_HIT_FIELDS,
+                search_params=params,
+                timeout=self.timeout_s,
+            ),
+        )
+        hits: list[StoredHit] = []
+        for item in result[0] if result else []:
+            entity = item.get("entity", {})
+            hits.append(
+                StoredHit(
+                    id=str(item["id"]),
+                    score=float(item["distance"]),
+                    doc_id=entity.get("doc_id", ""),
+                    title=entity.get("title", ""),
+                    kind=entity.get("kind", ""),
+                    text=entity.get("text", ""),
+                    chunk_index=int(entity.get("chunk_index", 0)),
+                    metadata=dict(entity.get("metadata") or {}),
+                )
+            )
+        return hits
+
+    async def count(self) -> int:
+        """Number of live chunks (deleted ones excluded)."""
+        rows = await self._call(
+            "count",
+            self._async().query(
+                self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout_s
+            ),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    async def ready(self) -> bool:
+        """Whether the store answers within its timeout."""
+        try:
+            return bool(await self._call("has_collection", self._async().has_collection(self.collection)))
+        except (StoreError, OSError):
+            return False
+
+    # -- maintenance -----------------------------------------------------------------------
+    def _iterate(self, fields: list[str], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        iterator = self._blocking().query_iterator(
+            self.collection, batch_size=batch_size, output_fields=fields, filter=""
+        )
+        try:
+            while batch := iterator.next():
+                yield batch
+        finally:
+            iterator.close()
+
+    async def _iterate_async(self, fields: list[str], batch_size: int) -> AsyncIterator[list[dict[str, Any]]]:
+        rows_iter = await asyncio.to_thread(self._iterate, fields, batch_size)
+        sentinel: list[dict[str, Any]] = []
+        while True:
+            batch = await asyncio.to_thread(next, rows_iter, sentinel)
+            if batch is sentinel:
+                return
+            yield batch
+
+    async def iterate_terms(self, batch_size: int = 2000) -> AsyncIterator[list[StoredTerms]]:
+        """Every chunk's BM25 bookkeeping, in batches (to rebuild BM25 statistics)."""
+        async for batch in self._iterate_async(["doc_id", "tf", "doc_len"], batch_size):
+            yield [_terms(row) for row in batch]
+
+    async def rewrite_sparse(
+        self, reweigh: Callable[[StoredTerms], SparseVector], batch_size: int = 500
+    ) -> int:
+        """Recompute every chunk's sparse vector (after the BM25 reference length moved)."""
+        fields = ["doc_id", "title", "kind", "text", "chunk_index", "metadata", "tf", "doc_len", "dense"]
+        rewritten = 0
+        async for batch in self._iterate_async(fields, batch_size):
+            rows = []
+            for row in batch:
+                new = {k: row[k] for k in ["id", *fields]}
+                new["dense"] = np.asarray(row["dense"], dtype=np.float32)
+                new["sparse"] = reweigh(_terms(row))
+                rows.append(new)
+            await self._call("upsert", self._async().upsert(self.collection, rows, timeout=self.timeout_s))
+            rewritten += len(rows)
+        return rewritten
+
+    async def close(self) -> None:
+        """Close both clients."""
+        if self._client is not None:
+            try:
+                await self._client.close()
+            finally:
+                self._client = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None

@@ -1,0 +1,1 @@
+"""HTTP controllers: thin, they validate, call the pipeline and shape the reply."""

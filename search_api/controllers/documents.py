@@ -1,0 +1,74 @@
+"""`POST /v1/documents` (batch upsert) and `DELETE /v1/documents/{doc_id}`."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, post
+from litestar.status_codes import HTTP_200_OK
+
+from retrieval.documents import Document
+from retrieval.pipeline import IngestReport
+from retrieval.store.filters import DOC_ID_PATTERN
+from search_api.auth import admin_guard
+from search_api.errors import ApiError
+from search_api.schemas import DocumentsRequest, DocumentsResponse
+from search_api.state import EngineState
+
+
+def _reply(report: IngestReport, kb_version: int) -> DocumentsResponse:
+    return DocumentsResponse(
+        documents=report.documents,
+        chunks=report.chunks,
+        removed_chunks=report.removed_chunks,
+        per_document=report.per_document,
+        kb_version=kb_version,
+    )
+
+
+class DocumentsController(Controller):
+    """Writes to the knowledge base (admin key required when configured)."""
+
+    path = "/v1/documents"
+    tags = ["documents"]
+    guards = [admin_guard]
+
+    @post(operation_id="upsertDocuments", status_code=HTTP_200_OK, summary="Upsert documents")
+    async def upsert(self, data: DocumentsRequest, engine: EngineState) -> DocumentsResponse:
+        """Chunk, embed and index each document, replacing any earlier version of it."""
+        limits = engine.settings.search
+        if not data.documents:
+            raise ApiError("documents must not be empty", code="empty_batch", field="documents")
+        if len(data.documents) > limits.max_documents_per_request:
+            raise ApiError(
+                f"at most {limits.max_documents_per_request} documents per request",
+                code="batch_too_large",
+                field="documents",
+            )
+        docs = [
+            Document(
+                id=d.id,
+                text=d.text,
+                title=d.title,
+                kind=d.kind,
+                metadata=d.metadata,
+                aliases=tuple(d.aliases),
+            ).validate(limits.max_document_chars)
+            for d in data.documents
+        ]
+        pipeline = engine.require()
+        report = await pipeline.ingest(docs)
+        return _reply(report, pipeline.kb_version)
+
+    @delete(
+        "/{doc_id:str}", operation_id="deleteDocument", status_code=HTTP_200_OK, summary="Delete a document"
+    )
+    async def remove(self, doc_id: str, engine: EngineState) -> DocumentsResponse:
+        """Remove a document and all its chunks; 404 when it is not stored."""
+        if not DOC_ID_PATTERN.match(doc_id):
+            raise ApiError("invalid document id", code="invalid_document_id", field="doc_id")
+        pipeline = engine.require()
+        report = await pipeline.delete([doc_id])
+        if report.removed_chunks == 0:
+            raise ApiError(
+                f"document {doc_id!r} not found", code="document_not_found", field="doc_id"
+            ) from None
+        return _reply(report, pipeline.kb_version)

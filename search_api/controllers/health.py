@@ -1,0 +1,44 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from search_api.schemas import Health, Readiness
+from search_api.state import EngineState
+
+
+class HealthController(Controller):
+    """`/v1/health` answers while the process lives; `/v1/ready` only when search can answer."""
+
+    path = "/v1"
+    tags = ["health"]
+
+    @get("/health", operation_id="health", summary="Liveness")
+    async def health(self) -> Health:
+        """The process is up."""
+        return Health()
+
+    @get("/ready", operation_id="ready", summary="Readiness", responses=None)
+    async def ready(self, engine: EngineState) -> Response[Readiness]:
+        """Encoder, store and cache state; 503 until every one of them answers."""
+        pipeline = engine.pipeline
+        if pipeline is None:
+            body = Readiness(
+                ready=False,
+                encoder={"ready": False},
+                store={"ready": False},
+                cache={"enabled": False},
+                detail=f"engine is {engine.phase}" + (f": {engine.error}" if engine.error else ""),
+            )
+            return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        encoder_ok = await pipeline.encoder.ready()
+        store_ok = await pipeline.store.ready()
+        body = Readiness(
+            ready=encoder_ok and store_ok,
+            encoder={"ready": encoder_ok, "model_id": pipeline.encoder.model_id, "dim": pipeline.encoder.dim},
+            store={"ready": store_ok, "chunks": pipeline.stats.n_docs, "kb_version": pipeline.kb_version},
+            cache={"enabled": False},
+        )
+        return Response(body, status_code=HTTP_200_OK if body.ready else HTTP_503_SERVICE_UNAVAILABLE)

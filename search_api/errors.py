@@ -1,0 +1,113 @@
+"""One error hierarchy, mapped to HTTP in one place, each error with a stable `code`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from retrieval.documents import InvalidDocument
+from retrieval.store.filters import InvalidFilter
+from retrieval.store.protocol import StoreError, StoreUnavailable
+from search_api.schemas import ErrorBody
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can act on."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code:
+            self.code = code
+
+
+class Unauthorized(ApiError):
+    """No credentials."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """Wrong credentials."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotReady(ApiError):
+    """The engine is still starting (model build, fixture ingest) or a dependency is down."""
+
+    status = 503
+    code = "not_ready"
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _classify_validation(message: str) -> tuple[str, str | None]:
+    """Turn msgspec's decode message into (code, field path)."""
+    field = None
+    if (m := _PATH.search(message)) is not None:
+        field = m.group(1) or None
+    if "malformed" in message.lower() or "truncated" in message.lower():
+        return "malformed_json", None
+    if (m := _UNKNOWN.search(message)) is not None:
+        return "unknown_field", ".".join(p for p in (field, m.group(1)) if p)
+    if (m := _MISSING.search(message)) is not None:
+        return "missing_field", ".".join(p for p in (field, m.group(1)) if p)
+    if "Invalid enum value" in message:
+        return "invalid_value", field
+    return "invalid_type", field
+
+
+def _body(request: Request[Any, Any, Any], code: str, message: str, field: str | None) -> ErrorBody:
+    return ErrorBody(code=code, message=message, field=field, request_id=request.scope.get("request_id"))  # type: ignore[arg-type]
+
+
+def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """Map every exception to a typed error body; unknown ones are 500 with a generic message."""
+    status: int
+    if isinstance(exc, ApiError):
+        status, code, message, field = exc.status, exc.code, exc.message, exc.field
+    elif isinstance(exc, InvalidFilter):
+        status, code, message, field = 400, "invalid_filter", str(exc), f"filters.{exc.field}"
+    elif isinstance(exc, InvalidDocument):
+        status, code, message, field = 400, "invalid_document", str(exc), exc.field
+    elif isinstance(exc, StoreUnavailable):
+        status, code, message, field = 503, "store_unavailable", str(exc), None
+    elif isinstance(exc, StoreError):
+        logger.error("store error on %s: %s", request.url.path, exc)
+        status, code, message, field = 503, "store_error", "the vector store failed; retry later", None
+    elif isinstance(exc, ValidationException):
+        details = exc.extra if isinstance(exc.extra, list) else []
+        text = "; ".join(str(d.get("message", "")) for d in details if isinstance(d, dict)) or exc.detail
+        code, field = _classify_validation(text)
+        status, message = 400, text
+    elif isinstance(exc, NotFoundException):
+        status, code, message, field = 404, "not_found", exc.detail or "not found", None
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = {405: "method_not_allowed", 413: "body_too_large", 429: "rate_limited"}.get(
+            status, "http_error"
+        )
+        message, field = exc.detail, None
+    else:
+        logger.exception("unhandled error on %s", request.url.path)
+        status, code, message, field = HTTP_500_INTERNAL_SERVER_ERROR, "internal", "internal error", None
+    return Response(
+        content=_body(request, code, message, field), status_code=status, media_type=MediaType.JSON
+    )

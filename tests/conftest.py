@@ -1,0 +1,81 @@
+"""Shared fixtures: real Milvus Lite files in temp folders, a real model build, settings per test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.encoders.protocol import Vectors
+from retrieval.settings import PROJECT_ROOT, Settings, load_settings
+
+SHARED = PROJECT_ROOT.parent / "shared"
+CMRC_DEV = SHARED / "data" / "cmrc2018" / "cmrc2018_dev.json"
+
+
+class HashingEncoder:
+    """A deterministic bag-of-characters encoder for tests that exercise the store, not the model.
+
+    Texts sharing characters get similar vectors, so dense search still ranks sensibly.
+    """
+
+    def __init__(self, dim: int = 64, model_id: str = "test-hashing"):
+        self._dim = dim
+        self._model_id = model_id
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _one(self, text: str) -> np.ndarray:
+        vec = np.zeros(self._dim, dtype=np.float32)
+        for ch in text:
+            vec[int(hashlib.md5(ch.encode()).hexdigest()[:8], 16) % self._dim] += 1.0
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm else vec
+
+    async def encode_queries(self, texts: list[str]) -> Vectors:
+        return np.stack([self._one(t) for t in texts]) if texts else np.zeros((0, self._dim), np.float32)
+
+    async def encode_passages(self, texts: list[str]) -> Vectors:
+        return await self.encode_queries(texts)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def hashing_encoder() -> HashingEncoder:
+    return HashingEncoder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with a private data folder (own Milvus Lite file, own BM25 snapshot)."""
+    return load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path / "data")})
+
+
+@pytest.fixture(scope="session")
+def cmrc_paragraphs() -> list[str]:
+    """Real Chinese text: the CMRC 2018 dev paragraphs (shared data, never copied into the repo)."""
+    if not CMRC_DEV.exists():
+        pytest.fail(f"{CMRC_DEV} is missing: the shared data folder must sit beside the project")
+    data = json.loads(CMRC_DEV.read_text(encoding="utf-8"))
+    return [p["context"] for article in data["data"] for p in article["paragraphs"]]
+
+
+@pytest.fixture(scope="session")
+def fixture_docs() -> Iterator[list[dict[str, object]]]:
+    path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
+    yield [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,43 @@
+"""Filters become Milvus expressions only from validated parts; injection attempts are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.store.filters import InvalidFilter, SearchFilter
+
+
+@pytest.mark.unit
+def test_expression_from_valid_parts() -> None:
+    f = SearchFilter.build(kinds=["item", "character"], doc_ids=["char-0001"], metadata={"realm": "金丹", "rank": 3})
+    assert f.expression() == (
+        'kind in ["character", "item"] and doc_id in ["char-0001"] '
+        'and metadata["rank"] == 3 and metadata["realm"] == "金丹"'
+    )
+    assert SearchFilter.build(kinds="item").kinds == ("item",)
+    assert SearchFilter().expression() == ""
+    assert SearchFilter.build(metadata={"alive": True}).expression() == 'metadata["alive"] == true'
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("kinds", "doc_ids", "metadata"),
+    [
+        ('item" or 1==1 or kind == "', None, None),
+        ("item) or (1==1", None, None),
+        (None, ['x"] or id != ["'], None),
+        (None, ["a b"], None),
+        (None, None, {'realm"] == 1 or metadata["x': "y"}),
+        (None, None, {"realm": 'a" or 1==1 or "'}),
+        (None, None, {"realm": "a\\"}),
+        (None, None, {"realm": "x" * 1000}),
+        (None, None, {"rank": float("nan")}),
+        ("x" * 100, None, None),
+        ([f"k{i}" for i in range(500)], None, None),
+    ],
+)
+def test_injection_attempts_are_refused(
+    kinds: object, doc_ids: object, metadata: object
+) -> None:
+    with pytest.raises(InvalidFilter):
+        SearchFilter.build(kinds, doc_ids, metadata)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from retrieval.encoders.protocol import Encoder
 from retrieval.settings import Settings, load_settings
 from search_api.controllers.documents import DocumentsController
 from search_api.controllers.health import HealthController
@@ -50,10 +51,13 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the app; the engine starts in the background when the app starts."""
+def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> Litestar:
+    """Build the app; the engine starts in the background when the app starts.
+
+    `encoder` replaces the configured local model (remote services, tests).
+    """
     settings = settings or load_settings()
-    state = EngineState(settings)
+    state = EngineState(settings, encoder=encoder)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from retrieval.documents import InvalidDocument
@@ -46,6 +46,13 @@ class Forbidden(ApiError):
     code = "forbidden"
 
 
+class NotFound(ApiError):
+    """The addressed resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
 class NotReady(ApiError):
     """The engine is still starting (model build, fixture ingest) or a dependency is down."""
 
@@ -58,12 +65,17 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-def _classify_validation(message: str) -> tuple[str, str | None]:
-    """Turn msgspec's decode message into (code, field path)."""
-    field = None
+def _classify_validation(message: str, key: str | None) -> tuple[str, str | None]:
+    """Turn msgspec's decode message (and Litestar's key) into (code, field path)."""
+    field = key if key and key != "data" else None
     if (m := _PATH.search(message)) is not None:
-        field = m.group(1) or None
-    if "malformed" in message.lower() or "truncated" in message.lower():
+        # msgspec writes a dict value's position as "[...]"; the key itself is what users need.
+        field = m.group(1).replace("[...]", "") or field
+    if field:
+        field = field.replace("[...]", "")
+    lowered = message.lower()
+    if "malformed" in lowered or "truncated" in lowered or message == "'data'":
+        # "'data'": Litestar found no body at all.
         return "malformed_json", None
     if (m := _UNKNOWN.search(message)) is not None:
         return "unknown_field", ".".join(p for p in (field, m.group(1)) if p)
@@ -93,10 +105,15 @@ def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         logger.error("store error on %s: %s", request.url.path, exc)
         status, code, message, field = 503, "store_error", "the vector store failed; retry later", None
     elif isinstance(exc, ValidationException):
-        details = exc.extra if isinstance(exc.extra, list) else []
-        text = "; ".join(str(d.get("message", "")) for d in details if isinstance(d, dict)) or exc.detail
-        code, field = _classify_validation(text)
-        status, message = 400, text
+        details = [d for d in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(d, dict)]
+        first = details[0] if details else {}
+        text = str(first.get("message") or exc.detail)
+        code, field = _classify_validation(text, first.get("key"))
+        status = 400
+        message = "request body is not valid JSON" if code == "malformed_json" else text
+    elif isinstance(exc, ClientException) and exc.status_code == 400:
+        code, field = _classify_validation(exc.detail, None)
+        status, message = 400, exc.detail
     elif isinstance(exc, NotFoundException):
         status, code, message, field = 404, "not_found", exc.detail or "not found", None
     elif isinstance(exc, HTTPException):

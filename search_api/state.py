@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from retrieval.encoders.protocol import Encoder
 from retrieval.engine import ensure_built_model, ingest_fixtures, local_encoder, open_pipeline
 from retrieval.pipeline import SearchPipeline
 from retrieval.settings import Settings
@@ -20,6 +21,8 @@ class EngineState:
     """Owns the pipeline; `phase` tells readiness what start-up is doing."""
 
     settings: Settings
+    encoder: Encoder | None = None
+    """An encoder to use instead of building the configured local model (tests, remote services)."""
     pipeline: SearchPipeline | None = None
     phase: str = "starting"
     error: str | None = None
@@ -43,9 +46,11 @@ class EngineState:
 
     async def _start(self) -> None:
         try:
-            self.phase = "building model"
-            model = await asyncio.to_thread(ensure_built_model, self.settings, logger.info)
-            encoder = await asyncio.to_thread(local_encoder, self.settings, model)
+            encoder = self.encoder
+            if encoder is None:
+                self.phase = "building model"
+                model = await asyncio.to_thread(ensure_built_model, self.settings, logger.info)
+                encoder = await asyncio.to_thread(local_encoder, self.settings, model)
             self.phase = "opening store"
             pipeline = await open_pipeline(self.settings, encoder=encoder)
             if self.settings.service.ingest_fixtures:

@@ -77,7 +77,9 @@ class BertConfig:
             raise UnsupportedModelError(f"position_embedding_type {pos_type!r} is not supported")
         act = str(cfg.get("hidden_act", "gelu"))
         if act not in SUPPORTED_ACTIVATIONS:
-            raise UnsupportedModelError(f"hidden_act {act!r} is not supported ({sorted(SUPPORTED_ACTIVATIONS)})")
+            raise UnsupportedModelError(
+                f"hidden_act {act!r} is not supported ({sorted(SUPPORTED_ACTIVATIONS)})"
+            )
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
         if hidden % heads:
@@ -126,7 +128,9 @@ class _GraphBuilder:
         return name
 
 
-def _weight(weights: dict[str, npt.NDArray[Any]], key: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+def _weight(
+    weights: dict[str, npt.NDArray[Any]], key: str, shape: tuple[int, ...]
+) -> npt.NDArray[np.float32]:
     """Fetch a float32 weight and check its shape against the config (catches config mismatch)."""
     try:
         arr = weights[key]
@@ -164,7 +168,13 @@ def _activation(g: _GraphBuilder, x: str, act: str, prefix: str) -> str:
 
 
 def _linear(
-    g: _GraphBuilder, x: str, weights: dict[str, npt.NDArray[Any]], key: str, n_in: int, n_out: int, prefix: str
+    g: _GraphBuilder,
+    x: str,
+    weights: dict[str, npt.NDArray[Any]],
+    key: str,
+    n_in: int,
+    n_out: int,
+    prefix: str,
 ) -> str:
     """``x @ W.T + b``: torch Linear stores W as (out, in), MatMul wants (in, out)."""
     w = _weight(weights, f"{key}.weight", (n_out, n_in)).T
@@ -173,7 +183,9 @@ def _linear(
     return g.op("Add", [mm, g.const(f"{key}.bias", b)], f"{prefix}/add")
 
 
-def _layer_norm(g: _GraphBuilder, x: str, weights: dict[str, npt.NDArray[Any]], key: str, cfg: BertConfig) -> str:
+def _layer_norm(
+    g: _GraphBuilder, x: str, weights: dict[str, npt.NDArray[Any]], key: str, cfg: BertConfig
+) -> str:
     """LayerNormalization over the hidden axis with the checkpoint's gamma/beta and epsilon."""
     h = cfg.hidden_size
     gamma = g.const(f"{key}.weight", _weight(weights, f"{key}.weight", (h,)))
@@ -305,7 +317,9 @@ def build_bert_model(
             ctx_h = _fused_attention(g, x, weights, ap, cfg, mask_in)
         else:
             ctx_h = _attention(g, x, weights, ap, cfg, mask_in)
-        attn_out = _linear(g, ctx_h, weights, f"{p}.attention.output.dense", h, h, f"{p}.attention.output/dense")
+        attn_out = _linear(
+            g, ctx_h, weights, f"{p}.attention.output.dense", h, h, f"{p}.attention.output/dense"
+        )
         res1 = g.op("Add", [attn_out, x], f"{p}.attention.output/residual")
         x = _layer_norm(g, res1, weights, f"{p}.attention.output.LayerNorm", cfg)
         inter = _linear(
@@ -329,7 +343,9 @@ def build_bert_model(
         count = g.op("ReduceSum", [pmf, "const_axes_1"], "pool/count", keepdims=0)
         count = g.op("Max", [count, "const_one"], "pool/count_clamp")
         pooled = g.op("Div", [summed, count], "pool/div")
-        g.nodes.append(helper.make_node("Identity", [pooled], [OUTPUT_POOLED], name="output/sentence_embedding"))
+        g.nodes.append(
+            helper.make_node("Identity", [pooled], [OUTPUT_POOLED], name="output/sentence_embedding")
+        )
         outputs.append(helper.make_tensor_value_info(OUTPUT_POOLED, TensorProto.FLOAT, ["batch", h]))
 
     # Constants for activations this config does not use would be dead initialisers (ORT warns).
@@ -342,7 +358,5 @@ def build_bert_model(
     opsets = [helper.make_opsetid("", OPSET)]
     if fused_attention:
         opsets.append(helper.make_opsetid("com.microsoft", 1))
-    model = helper.make_model(
-        graph, opset_imports=opsets, producer_name=producer, ir_version=8
-    )
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=producer, ir_version=8)
     return model

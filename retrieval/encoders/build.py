@@ -33,7 +33,7 @@ import onnx
 
 from retrieval.encoders.bert_onnx import OUTPUT_POOLED, BertConfig, build_bert_model
 from retrieval.encoders.checkpoint import WEIGHT_FILE_NAMES, find_weights_file, load_checkpoint
-from retrieval.encoders.pooling import l2_normalize
+from retrieval.encoders.pooling import FloatArray, l2_normalize
 from retrieval.encoders.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_model
 from retrieval.encoders.registry import ModelSpec, default_checkpoint_dir, describe_checkpoint
 from retrieval.encoders.session import create_session
@@ -50,12 +50,18 @@ _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 SANITY_TEXTS: tuple[str, ...] = (
     "林黛玉的性格是怎样的？",
-    "贾宝玉住在大观园的怡红院，与众姐妹朝夕相处。",
+    "贾宝玉住在大观园的怡红院，与众姐妹朝夕相处，诗社里常有人拿他打趣。",
     "Milvus 向量数据库支持 HNSW 索引",
-    "",
+    "a",
 )
+"""Probe texts for the post-build INT8 check: a query, a passage, mixed script, a single token.
+
+The empty string is left out on purpose: [CLS][SEP] alone is an outlier for dynamic activation
+quantisation (cosine ~0.985 when padded into a batch with longer texts), not a real input.
+"""
 MIN_INT8_COSINE = 0.98
 """A quantised model agreeing less than this with FP32 on ``SANITY_TEXTS`` is a broken build."""
+
 
 Progress = Callable[[str], None]
 
@@ -153,7 +159,9 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
         onnx.save_model(model, str(path))
         return [path]
     data_name = path.name + ".data"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+    )
     return [path, path.with_name(data_name)]
 
 
@@ -170,12 +178,17 @@ def export_fp32(checkpoint_dir: Path, out_path: Path, *, fused_attention: bool =
     return save_onnx(model, out_path)
 
 
-def _pooled(model_path: Path, tokenizer_json: Path, max_length: int, texts: tuple[str, ...]) -> np.ndarray[Any, Any]:
-    """L2-normalised in-graph pooled embeddings of ``texts``."""
+def _probe_vectors(model_path: Path, tokenizer_json: Path, max_length: int) -> FloatArray:
+    """L2-normalised pooled embeddings of ``SANITY_TEXTS``, one by one and then as one batch.
+
+    Both ways, because dynamic quantisation picks activation scales per run: a padded batch
+    quantises differently from a single text.
+    """
     session = create_session(model_path, intra_op_threads=0, inter_op_threads=1)
-    batch = encode_batch(load_tokenizer(tokenizer_json, max_length), texts)
-    (pooled,) = session.run([OUTPUT_POOLED], batch.as_feed())
-    return l2_normalize(np.asarray(pooled))
+    tok = load_tokenizer(tokenizer_json, max_length)
+    runs = [encode_batch(tok, [t]) for t in SANITY_TEXTS] + [encode_batch(tok, SANITY_TEXTS)]
+    pooled = [session.run([OUTPUT_POOLED], batch.as_feed())[0] for batch in runs]
+    return l2_normalize(np.concatenate(pooled))
 
 
 def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
@@ -251,7 +264,7 @@ def _build_unlocked(
         say(f"hashing {weight_files[0].name}")
         weights_sha = _sha256(weight_files)
 
-        say(f"loading weights and writing FP32 graph ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
+        say(f"writing FP32 graph ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
         written = export_fp32(checkpoint_dir, tmp / FP32_NAME)
 
         say(f"quantising to INT8 ({settings.name})")
@@ -269,11 +282,13 @@ def _build_unlocked(
         written.append(tmp / TOKENIZER_NAME)
 
         say("checking INT8 against FP32")
-        fp32_vecs = _pooled(tmp / FP32_NAME, tmp / TOKENIZER_NAME, spec.max_length, SANITY_TEXTS)
-        int8_vecs = _pooled(tmp / INT8_NAME, tmp / TOKENIZER_NAME, spec.max_length, SANITY_TEXTS)
+        fp32_vecs = _probe_vectors(tmp / FP32_NAME, tmp / TOKENIZER_NAME, spec.max_length)
+        int8_vecs = _probe_vectors(tmp / INT8_NAME, tmp / TOKENIZER_NAME, spec.max_length)
         min_cos = float(np.min(np.sum(fp32_vecs * int8_vecs, axis=1)))
         if not min_cos >= MIN_INT8_COSINE:
-            raise ModelBuildError(f"INT8 model disagrees with FP32 (min cosine {min_cos:.4f} < {MIN_INT8_COSINE})")
+            raise ModelBuildError(
+                f"INT8 model disagrees with FP32 (min cosine {min_cos:.4f} < {MIN_INT8_COSINE})"
+            )
 
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -287,9 +302,7 @@ def _build_unlocked(
             "source_checkpoint": str(checkpoint_dir.resolve()),
             "weights_file": weight_files[0].name,
             "weights_sha256": weights_sha,
-            "files": {
-                p.name: {"bytes": p.stat().st_size, "sha256": _sha256([p])} for p in written
-            },
+            "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256([p])} for p in written},
             "quantization": settings.to_manifest(),
             "int8_min_cosine": round(min_cos, 6),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -344,17 +357,32 @@ def ensure_model(
     """Return the model in ``out_dir``, building it first if it is missing or incomplete.
 
     ``checkpoint_dir`` defaults to the packaged m3e-small. An existing complete build is
-    trusted as is (its source is not re-hashed), so startup stays fast.
+    trusted as is (its source is not re-hashed), so startup stays fast; it is rebuilt only when
+    an explicit ``checkpoint_dir`` or ``model_id`` differs from what its manifest records.
     """
-    if is_complete(out_dir):
+    if _usable(out_dir, checkpoint_dir, model_id):
         return BuiltModel.load(out_dir)
     source = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir()
     spec = describe_checkpoint(source, model_id=model_id)
     with _build_lock(out_dir):
         # Another process may have finished the build while we waited for the lock.
-        if is_complete(out_dir):
+        if _usable(out_dir, checkpoint_dir, model_id):
             return BuiltModel.load(out_dir)
         return _build_unlocked(source, out_dir, spec, DEFAULT_SETTINGS, progress or (lambda _msg: None))
+
+
+def _usable(out_dir: Path, checkpoint_dir: Path | None, model_id: str | None) -> bool:
+    """Complete, and built from the requested checkpoint / under the requested id if given.
+
+    Only paths and ids are compared (no hashing), so a changed configuration triggers a rebuild
+    while an unchanged one starts instantly.
+    """
+    manifest = _read_manifest(out_dir)
+    if manifest is None or not _files_match(out_dir, manifest):
+        return False
+    if checkpoint_dir is not None and manifest.get("source_checkpoint") != str(checkpoint_dir.resolve()):
+        return False
+    return model_id is None or manifest.get("model_id") == model_id
 
 
 __all__ = [

@@ -124,7 +124,7 @@ def _rebuild_tensor_v2(
     view = np.lib.stride_tricks.as_strided(
         base, shape=size, strides=tuple(st * storage.itemsize for st in stride), writeable=False
     )
-    return np.array(view, copy=True)
+    return np.array(view, copy=True, order="C")
 
 
 def _rebuild_parameter(data: Array, *_ignored: Any) -> Array:

@@ -24,7 +24,8 @@ def mean_pool(last_hidden: npt.NDArray[np.floating], attention_mask: npt.NDArray
     mask = attention_mask.astype(np.float32)[:, :, None]
     summed = (last_hidden.astype(np.float32, copy=False) * mask).sum(axis=1)
     counts = np.maximum(mask.sum(axis=1), 1.0)
-    return (summed / counts).astype(np.float32, copy=False)
+    pooled: FloatArray = (summed / counts).astype(np.float32, copy=False)
+    return pooled
 
 
 def l2_normalize(x: npt.NDArray[np.floating], eps: float = 1e-12) -> FloatArray:
@@ -36,4 +37,5 @@ def l2_normalize(x: npt.NDArray[np.floating], eps: float = 1e-12) -> FloatArray:
     arr = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(arr, axis=-1, keepdims=True)
     # Dividing by max(norm, eps) keeps zero rows at zero (0 / eps == 0) without a warning.
-    return (arr / np.maximum(norms, eps)).astype(np.float32, copy=False)
+    out: FloatArray = (arr / np.maximum(norms, eps)).astype(np.float32, copy=False)
+    return out

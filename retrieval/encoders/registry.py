@@ -41,7 +41,9 @@ class PackagedCheckpoint:
         for file in dist.files or ():
             if str(file).replace("\\", "/").startswith(prefix) and file.name == "config.json":
                 return Path(str(dist.locate_file(file))).parent
-        raise CheckpointNotFoundError(f"{self.folder}/config.json not found in distribution {self.distribution!r}")
+        raise CheckpointNotFoundError(
+            f"{self.folder}/config.json not found in distribution {self.distribution!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,4 +159,3 @@ def describe_checkpoint(checkpoint_dir: Path, *, model_id: str | None = None) ->
         checkpoint=LocalCheckpoint(checkpoint_dir),
         max_length=max_length,
     )
-

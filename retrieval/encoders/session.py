@@ -25,6 +25,7 @@ def create_session(
     intra_op_threads: int = 1,
     inter_op_threads: int = 1,
     providers: Sequence[str] | None = None,
+    allow_spinning: bool = True,
     enable_profiling: bool = False,
 ) -> ort.InferenceSession:
     """Open ``model_path`` with full graph optimisation and explicit thread pools.
@@ -33,7 +34,8 @@ def create_session(
     fights with the asyncio event loop and with other sessions on a 2-core box, so the caller
     decides. ``0`` keeps ORT's own default for that pool. Providers are validated up front
     against ``onnxruntime.get_available_providers()`` so a typo fails loudly instead of silently
-    falling back to CPU.
+    falling back to CPU. ``allow_spinning=False`` stops idle pool threads busy-waiting after a
+    run, trading a little latency for CPU left to other work (several sessions, or a busy loop).
     """
     if intra_op_threads < 0 or inter_op_threads < 0:
         raise ValueError("thread counts must be >= 0 (0 = onnxruntime default)")
@@ -55,4 +57,5 @@ def create_session(
     # Operators of one BERT layer are a strict chain; parallel execution only adds overhead.
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_profiling = enable_profiling
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     return ort.InferenceSession(str(model_path), sess_options=opts, providers=wanted)

@@ -9,7 +9,7 @@ from retrieval.documents import Document
 from retrieval.pipeline import IngestReport
 from retrieval.store.filters import DOC_ID_PATTERN
 from search_api.auth import admin_guard
-from search_api.errors import ApiError
+from search_api.errors import ApiError, NotFound
 from search_api.schemas import DocumentsRequest, DocumentsResponse
 from search_api.state import EngineState
 
@@ -68,7 +68,5 @@ class DocumentsController(Controller):
         pipeline = engine.require()
         report = await pipeline.delete([doc_id])
         if report.removed_chunks == 0:
-            raise ApiError(
-                f"document {doc_id!r} not found", code="document_not_found", field="doc_id"
-            ) from None
+            raise NotFound(f"document {doc_id!r} not found", code="document_not_found", field="doc_id")
         return _reply(report, pipeline.kb_version)

@@ -29,14 +29,19 @@ async def _open(settings: Settings, encoder: HashingEncoder | None = None) -> Se
 
 
 def _docs(paragraphs: list[str], start: int, n: int) -> list[Document]:
-    return [Document(id=f"p{i}", title=f"段落{i}", text=paragraphs[i], kind="lore") for i in range(start, start + n)]
+    return [
+        Document(id=f"p{i}", title=f"段落{i}", text=paragraphs[i], kind="lore")
+        for i in range(start, start + n)
+    ]
 
 
 async def test_ingest_search_delete_search(settings: Settings) -> None:
     pipeline = await _open(settings)
     try:
         docs = [
-            Document(id="char-1", title="沈青崖", kind="character", text="沈青崖是玄霜城的剑客，使一柄断剑。"),
+            Document(
+                id="char-1", title="沈青崖", kind="character", text="沈青崖是玄霜城的剑客，使一柄断剑。"
+            ),
             Document(id="loc-1", title="玄霜城", kind="location", text="玄霜城位于北境，终年积雪。"),
             Document(id="item-1", title="断剑", kind="item", text="断剑名为听雪，剑身断为两截。"),
         ]
@@ -58,7 +63,9 @@ async def test_ingest_search_delete_search(settings: Settings) -> None:
         await pipeline.close()
 
 
-async def test_reingest_replaces_chunks_and_statistics(settings: Settings, cmrc_paragraphs: list[str]) -> None:
+async def test_reingest_replaces_chunks_and_statistics(
+    settings: Settings, cmrc_paragraphs: list[str]
+) -> None:
     pipeline = await _open(settings)
     try:
         long_doc = Document(id="d1", title="长文", text=cmrc_paragraphs[0] + cmrc_paragraphs[1])
@@ -83,12 +90,19 @@ async def test_milvus_sparse_scores_equal_rank_bm25_across_upserts_and_deletes(
     try:
         await pipeline.ingest(_docs(cmrc_paragraphs, 0, 120), chunk=False)
         # Upsert: replace 20 documents with other text, add 30 new ones, delete 25.
-        replaced = [dataclasses.replace(d, text=cmrc_paragraphs[300 + n]) for n, d in enumerate(_docs(cmrc_paragraphs, 0, 20))]
+        replaced = [
+            dataclasses.replace(d, text=cmrc_paragraphs[300 + n])
+            for n, d in enumerate(_docs(cmrc_paragraphs, 0, 20))
+        ]
         await pipeline.ingest(replaced, chunk=False)
         await pipeline.ingest(_docs(cmrc_paragraphs, 120, 30), chunk=False)
         await pipeline.delete([f"p{i}" for i in range(40, 65)])
 
-        live = {f"p{i}": (cmrc_paragraphs[300 + i] if i < 20 else cmrc_paragraphs[i]) for i in range(150) if not 40 <= i < 65}
+        live = {
+            f"p{i}": (cmrc_paragraphs[300 + i] if i < 20 else cmrc_paragraphs[i])
+            for i in range(150)
+            if not 40 <= i < 65
+        }
         ids = sorted(live)
         tok = pipeline.sparse.tokenizer
         corpus = [tok.tokenize(index_text(f"段落{i[1:]}", live[i])) for i in ids]
@@ -96,7 +110,12 @@ async def test_milvus_sparse_scores_equal_rank_bm25_across_upserts_and_deletes(
         assert pipeline.stats.n_docs == len(ids)
         assert pipeline.stats.total_len == sum(len(c) for c in corpus)
 
-        for query in ["战国无双3是由哪两个公司合作开发的", "铁路 全长 公里", "电视剧的导演是谁", "铁路 铁路 铁路"]:
+        for query in [
+            "战国无双3是由哪两个公司合作开发的",
+            "铁路 全长 公里",
+            "电视剧的导演是谁",
+            "铁路 铁路 铁路",
+        ]:
             expected = dict(zip(ids, oracle.get_scores(tok.tokenize(query)), strict=True))
             outcome = await pipeline.search(query, mode=SearchMode.SPARSE, top_k=100, candidates=100)
             assert outcome.hits, query
@@ -105,7 +124,9 @@ async def test_milvus_sparse_scores_equal_rank_bm25_across_upserts_and_deletes(
                 # Milvus computes in float32.
                 assert got == pytest.approx(expected[hit.hit.doc_id], rel=1e-5), (query, hit.hit.doc_id)
             best = max(expected, key=lambda k: expected[k])
-            assert outcome.hits[0].hit.doc_id == best or expected[outcome.hits[0].hit.doc_id] == pytest.approx(expected[best], rel=1e-5)
+            assert outcome.hits[0].hit.doc_id == best or expected[
+                outcome.hits[0].hit.doc_id
+            ] == pytest.approx(expected[best], rel=1e-5)
     finally:
         await pipeline.close()
 
@@ -121,7 +142,11 @@ async def test_data_and_statistics_survive_a_restart(settings: Settings, cmrc_pa
     try:
         after = await reopened.search("广茂铁路全长多少公里", top_k=5)
         assert [h.hit.id for h in after.hits] == [h.hit.id for h in before.hits]
-        assert (reopened.stats.n_docs, reopened.stats.df, reopened.stats.vocab) == (stats.n_docs, stats.df, stats.vocab)
+        assert (reopened.stats.n_docs, reopened.stats.df, reopened.stats.vocab) == (
+            stats.n_docs,
+            stats.df,
+            stats.vocab,
+        )
     finally:
         await reopened.close()
 
@@ -131,7 +156,11 @@ async def test_data_and_statistics_survive_a_restart(settings: Settings, cmrc_pa
     snapshot.unlink()
     rebuilt = await _open(settings)
     try:
-        assert (rebuilt.stats.n_docs, rebuilt.stats.total_len, rebuilt.stats.df) == (stats.n_docs, stats.total_len, stats.df)
+        assert (rebuilt.stats.n_docs, rebuilt.stats.total_len, rebuilt.stats.df) == (
+            stats.n_docs,
+            stats.total_len,
+            stats.df,
+        )
         assert all(rebuilt.stats.vocab[t] == stats.vocab[t] for t in rebuilt.stats.df)
         again = await rebuilt.search("广茂铁路全长多少公里", top_k=5)
         assert [h.hit.id for h in again.hits] == [h.hit.id for h in before.hits]

@@ -9,7 +9,9 @@ from retrieval.store.filters import InvalidFilter, SearchFilter
 
 @pytest.mark.unit
 def test_expression_from_valid_parts() -> None:
-    f = SearchFilter.build(kinds=["item", "character"], doc_ids=["char-0001"], metadata={"realm": "金丹", "rank": 3})
+    f = SearchFilter.build(
+        kinds=["item", "character"], doc_ids=["char-0001"], metadata={"realm": "金丹", "rank": 3}
+    )
     assert f.expression() == (
         'kind in ["character", "item"] and doc_id in ["char-0001"] '
         'and metadata["rank"] == 3 and metadata["realm"] == "金丹"'
@@ -36,8 +38,6 @@ def test_expression_from_valid_parts() -> None:
         ([f"k{i}" for i in range(500)], None, None),
     ],
 )
-def test_injection_attempts_are_refused(
-    kinds: object, doc_ids: object, metadata: object
-) -> None:
+def test_injection_attempts_are_refused(kinds: object, doc_ids: object, metadata: object) -> None:
     with pytest.raises(InvalidFilter):
         SearchFilter.build(kinds, doc_ids, metadata)  # type: ignore[arg-type]

@@ -1,0 +1,222 @@
+"""Converters into the BEIR layout: CMRC 2018 (paragraph or chunk level) and the project fixtures.
+
+CMRC chunk level splits every paragraph with the project's own chunker, so the relevant unit is
+exactly what the API would store and return; a question counts only when its answer sits whole
+inside one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from eval.beir import LABEL_FIELDS, CorpusDoc, DatasetError, Query, read_qrels, write_beir
+from retrieval.chunking import chunk_text
+from retrieval.settings import PROJECT_ROOT
+
+CMRC_DEV = PROJECT_ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_dev.json"
+FIXTURES_DIR = PROJECT_ROOT / "fixtures"
+REPORT_FILE = "conversion.json"
+
+CmrcLevel = Literal["paragraph", "chunk"]
+AnswerStatus = Literal["exact", "realigned", "missing", "ambiguous", "empty"]
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion kept and dropped, and why (written as conversion.json beside the data)."""
+
+    source: str
+    level: str
+    corpus_docs: int = 0
+    questions: int = 0
+    kept: int = 0
+    answer_exact: int = 0
+    answer_realigned: int = 0
+    """answer_start was off but the answer text occurs exactly once in the paragraph."""
+    dropped_misaligned: int = 0
+    """Answer text absent from the paragraph, or present several times with a wrong answer_start."""
+    dropped_cut: int = 0
+    """Answer span crosses a chunk boundary (chunk level only)."""
+    dropped_no_answer: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        return (
+            f"{self.level}: {self.corpus_docs} documents, {self.kept}/{self.questions} questions kept "
+            f"(answer realigned {self.answer_realigned}, dropped: misaligned {self.dropped_misaligned}, "
+            f"cut by a chunk boundary {self.dropped_cut}, no answer {self.dropped_no_answer})"
+        )
+
+
+def locate_answer(context: str, answer: str, answer_start: int) -> tuple[int | None, AnswerStatus]:
+    """Where `answer` starts in `context`: at `answer_start` if it is really there, else its unique
+    occurrence; None when it is empty, absent, or ambiguous."""
+    if not answer:
+        return None, "empty"
+    if answer_start >= 0 and context[answer_start : answer_start + len(answer)] == answer:
+        return answer_start, "exact"
+    first = context.find(answer)
+    if first < 0:
+        return None, "missing"
+    if context.find(answer, first + 1) >= 0:
+        return None, "ambiguous"
+    return first, "realigned"
+
+
+def _read_cmrc(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DatasetError(f"CMRC file {path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DatasetError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DatasetError(f"{path} lacks the SQuAD-style top-level `data` list")
+    articles: list[dict[str, Any]] = data["data"]
+    return articles
+
+
+def convert_cmrc(
+    source: Path,
+    out: Path,
+    level: CmrcLevel,
+    *,
+    max_chars: int = 400,
+    min_chars: int = 40,
+) -> ConversionReport:
+    """Write CMRC 2018 (SQuAD format) as BEIR: paragraphs or chunks as the corpus, questions as queries.
+
+    Only the first answer of a question is used. At paragraph level every question is kept (its
+    paragraph is relevant wherever the answer sits); at chunk level the question is kept only when
+    its located answer lies whole inside one chunk, and that chunk is the single relevant document.
+    """
+    if level not in ("paragraph", "chunk"):
+        raise ValueError(f"level must be paragraph or chunk, not {level!r}")
+    report = ConversionReport(source=str(source), level=level)
+    if level == "chunk":
+        report.settings = {"max_chars": max_chars, "min_chars": min_chars}
+    corpus: list[CorpusDoc] = []
+    queries: list[Query] = []
+    qrels: dict[str, dict[str, int]] = {}
+    for article in _read_cmrc(source):
+        title = str(article.get("title") or "")
+        for paragraph in article.get("paragraphs", []):
+            pid = str(paragraph["id"])
+            context = str(paragraph["context"])
+            chunks = chunk_text(context, max_chars, min_chars) if level == "chunk" else []
+            if level == "paragraph":
+                corpus.append(CorpusDoc(pid, context, title))
+            else:
+                corpus.extend(CorpusDoc(f"{pid}-{c.index}", c.text, title) for c in chunks)
+            for qa in paragraph.get("qas", []):
+                report.questions += 1
+                answers = qa.get("answers") or []
+                if not answers:
+                    report.dropped_no_answer += 1
+                    continue
+                first = answers[0]
+                start, status = locate_answer(
+                    context, str(first.get("text", "")), int(first.get("answer_start", -1))
+                )
+                if status == "exact":
+                    report.answer_exact += 1
+                elif status == "realigned":
+                    report.answer_realigned += 1
+                if level == "paragraph":
+                    relevant = pid
+                else:
+                    if start is None:
+                        if status == "empty":
+                            report.dropped_no_answer += 1
+                        else:
+                            report.dropped_misaligned += 1
+                        continue
+                    end = start + len(str(first["text"]))
+                    holder = next((c for c in chunks if c.start <= start and end <= c.end), None)
+                    if holder is None:
+                        report.dropped_cut += 1
+                        continue
+                    relevant = f"{pid}-{holder.index}"
+                qid = str(qa["id"])
+                queries.append(Query(qid, str(qa["question"])))
+                qrels[qid] = {relevant: 1}
+                report.kept += 1
+    report.corpus_docs = len(corpus)
+    write_beir(out, corpus, queries, qrels)
+    (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    return report
+
+
+def _read_objects(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing (the fixtures are not written yet?)")
+    objects: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DatasetError(f"{path}:{number}: not JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}:{number}: expected a JSON object")
+        objects.append(obj)
+    return objects
+
+
+def _object_id(obj: Mapping[str, Any], path: Path) -> str:
+    value = obj.get("_id", obj.get("id"))
+    if value in (None, ""):
+        raise DatasetError(f"{path}: an entry has neither `_id` nor `id`")
+    return str(value)
+
+
+def convert_fixtures(fixtures: Path, out: Path) -> ConversionReport:
+    """Write the fixture knowledge base, its queries and graded qrels as BEIR.
+
+    Relevance is judged per document, so the corpus is the documents themselves (title, text,
+    kind, aliases, metadata) and `quality` ingests each as one chunk.
+    """
+    kb_path = fixtures / "kb.jsonl"
+    queries_path = fixtures / "queries.jsonl"
+    qrels_path = fixtures / "qrels" / "test.tsv"
+    corpus = []
+    for obj in _read_objects(kb_path):
+        extra = {k: obj[k] for k in ("aliases", "metadata") if obj.get(k)}
+        corpus.append(
+            CorpusDoc(
+                _object_id(obj, kb_path),
+                str(obj.get("text") or ""),
+                str(obj.get("title") or ""),
+                str(obj["kind"]) if obj.get("kind") else None,
+                extra,
+            )
+        )
+    queries = [
+        Query(
+            _object_id(obj, queries_path),
+            str(obj.get("text") or obj.get("query") or ""),
+            {f: str(obj[f]) for f in LABEL_FIELDS if obj.get(f) not in (None, "")},
+        )
+        for obj in _read_objects(queries_path)
+    ]
+    qrels = read_qrels(qrels_path)
+    write_beir(out, corpus, queries, qrels)
+    report = ConversionReport(
+        source=str(fixtures),
+        level="document",
+        corpus_docs=len(corpus),
+        questions=len(queries),
+        kept=sum(1 for q in queries if q.id in qrels),
+    )
+    (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    return report

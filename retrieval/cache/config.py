@@ -1,0 +1,53 @@
+"""Cache settings: one frozen dataclass for both backends (the Redis fields are ignored in memory)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How the query cache behaves; validated on construction (`ValueError`)."""
+
+    redis_url: str = ""
+    """Empty: the in-process cache. Otherwise a redis:// URL shared by every API worker."""
+    ttl_s: float = 3600.0
+    """Lifetime of an entry; also bounds how stale a response can be if a version bump is lost."""
+    max_entries: int = 10_000
+    """In memory: the LFU bound. With Redis: the bound of each worker's local vector matrix."""
+    semantic_threshold: float = 0.95
+    """Minimum cosine between query vectors for a semantic hit (guards apply on top)."""
+    socket_timeout_s: float = 0.05
+    """Per Redis socket operation; a whole round trip is capped at three times this."""
+    breaker_failures: int = 5
+    """Consecutive Redis failures that open the circuit."""
+    breaker_cooldown_s: float = 5.0
+    """How long an open circuit refuses calls before one probe is let through."""
+    key_prefix: str = "search:cache:"
+    """Namespace of every Redis key, so several deployments or tests can share one server."""
+    eviction_policy: str = "allkeys-lfu"
+    """Requested with CONFIG SET at start ('' leaves the server's policy alone)."""
+    sync_batch: int = 500
+    """Stream records a lookup pulls at most while a worker catches up on other workers' puts."""
+    offload_rows: int = 8192
+    """Partition size from which the semantic scan runs in a thread instead of on the event loop."""
+    max_payload_bytes: int = 1 << 20
+    """Responses larger than this are not cached."""
+    warn_interval_s: float = 30.0
+    """Minimum time between two backend-failure warnings in the log."""
+
+    def __post_init__(self) -> None:
+        for name in ("ttl_s", "socket_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in ("max_entries", "breaker_failures", "sync_batch", "offload_rows", "max_payload_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not (0.0 < self.semantic_threshold <= 1.0):
+            raise ValueError(f"semantic_threshold must be in (0, 1], got {self.semantic_threshold!r}")
+        if self.breaker_cooldown_s < 0 or self.warn_interval_s < 0:
+            raise ValueError("breaker_cooldown_s and warn_interval_s must not be negative")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")

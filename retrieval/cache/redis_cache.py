@@ -1,0 +1,566 @@
+"""The shared cache: entries in Redis, each worker's semantic matrix kept in step through a stream.
+
+Keys (under `key_prefix`):
+
+- `kb_version`: the knowledge-base version, advanced with INCRBY by whichever worker ingests.
+- `e:<digest>`: one hash per cached response {p: payload, v: kb_version, c: cost_ms}, with a TTL.
+  The digest leaves the version out, so a put after an ingest overwrites the stale entry instead
+  of leaving it to age out.
+- `log`: a stream with one record per put that carries a vector (entry id, partition, version,
+  normalised query, entities, float32 vector, expiry). Each worker tails it with XREAD from the
+  last id it saw and appends the rows to its in-process `SemanticIndex`; XADD trims records older
+  than the TTL (MINID), so a worker that starts late replays exactly the entries still alive.
+
+Why the version is read on every lookup instead of cached or pushed by pub/sub: the GET rides in
+the same pipeline as the entry fetch, so it costs no extra round trip, and an ingest in any worker
+is seen by every other worker on its very next lookup, with no window of staleness and no
+subscriber connection to keep alive. An entry is served only if its `v` equals the version read
+in the same round trip. When the version key is missing (first start, Redis restarted without
+persistence, or the key evicted) it is recreated from the wall clock in microseconds, a value no
+earlier version can have reached, so entries of a forgotten version can never match again.
+
+Every Redis call has a socket timeout and an overall deadline, and goes through a circuit
+breaker; any failure turns a lookup into a miss and a put into a no-op, with a rate-limited
+warning. A bump that cannot reach Redis is remembered and applied (INCRBY) by the next call that
+can, and until then nothing is served, because no lookup succeeds without also applying it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Set
+from typing import Any, TypeVar
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
+
+from retrieval.cache.breaker import BreakerState, CircuitBreaker, RateLimitedWarning
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.guards import guard_signature
+from retrieval.cache.metrics import CacheMetrics
+from retrieval.cache.protocol import (
+    CacheHit,
+    CacheItem,
+    CacheKey,
+    CacheLookup,
+    GuardReason,
+    QueryVector,
+    Tier,
+)
+from retrieval.cache.semantic_index import SemanticIndex, unit_vector
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# A lookup reuses the stream position synced this recently (normally by the request's own exact
+# lookup a few milliseconds earlier) instead of paying a round trip to sync again.
+_SYNC_REUSE_S = 0.1
+# Candidates fetched per semantic lookup: the next ones stand in if the best was evicted.
+_FETCH_CANDIDATES = 3
+# Stream catch-up at start: larger batches and a longer deadline than a lookup may take.
+_START_BATCH = 2000
+_START_BUDGET_S = 30.0
+_PURGE_INTERVAL_S = 1.0
+_BULK_CHUNK = 1000
+
+
+def _fresh_version() -> int:
+    """A version no earlier one can equal: wall-clock microseconds (far above any count of bumps)."""
+    return time.time_ns() // 1000
+
+
+def _stream_records(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The records of a one-stream XREAD reply (RESP2 list or RESP3 dict form)."""
+    if not raw:
+        return []
+    streams = raw.values() if isinstance(raw, dict) else (item[1] for item in raw)
+    records: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for entries in streams:
+        records.extend((record_id, fields) for record_id, fields in entries)
+    return records
+
+
+class RedisCache:
+    """Exact and semantic query cache in Redis, shared by every API worker."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        client: Redis | None = None,
+    ):
+        if not config.redis_url and client is None:
+            raise ValueError("RedisCache needs config.redis_url or a client")
+        self.config = config
+        self._redis = client or Redis.from_url(
+            config.redis_url,
+            socket_timeout=config.socket_timeout_s,
+            socket_connect_timeout=config.socket_timeout_s,
+            # No client-side retries: the breaker decides when to try again, and a retry would
+            # multiply the time a lookup can take while Redis is down.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._owns_client = client is None
+        prefix = config.key_prefix
+        self._version_key = f"{prefix}kb_version"
+        self._log_key = f"{prefix}log"
+        self._entry_prefix = f"{prefix}e:"
+        self._ttl_ms = max(1, round(config.ttl_s * 1000))
+        self._deadline_s = config.socket_timeout_s * 3
+        self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, name="redis cache")
+        self._warn = RateLimitedWarning(logger, config.warn_interval_s)
+        self._index = SemanticIndex(max_rows=config.max_entries, offload_rows=config.offload_rows)
+        self._last_id = b"0-0"
+        self._synced_at = -float("inf")
+        self._last_purge = 0.0
+        self._version = 0
+        self._version_known = False
+        self._pending_bumps = 0
+        self._policy: dict[str, Any] = {
+            "requested": config.eviction_policy or None,
+            "applied": False,
+            "error": None,
+        }
+        self._metrics = CacheMetrics("redis", registry, gauges=self._gauges)
+
+    @property
+    def backend(self) -> str:
+        """Always 'redis'."""
+        return "redis"
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry the counters are exposed on."""
+        return self._metrics.registry
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding every Redis call."""
+        return self._breaker
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Ask for LFU eviction, then replay the stream so the semantic tier starts warm. Never raises."""
+        await self._request_eviction_policy()
+        deadline = time.monotonic() + _START_BUDGET_S
+        while time.monotonic() < deadline:
+            batch = max(self.config.sync_batch, _START_BATCH)
+            read = await self._sync("start", count=batch, deadline_s=max(1.0, self._deadline_s))
+            if read is None or read < batch:
+                break
+
+    async def _request_eviction_policy(self) -> None:
+        policy = self.config.eviction_policy
+        if not policy or not self._breaker.allow():
+            return
+        try:
+            async with asyncio.timeout(max(1.0, self._deadline_s)):
+                await self._redis.config_set("maxmemory-policy", policy)
+        except ResponseError as exc:
+            # Managed Redis services and ACLs commonly refuse CONFIG: the cache still works, but
+            # eviction is whatever the server does, which the status reports.
+            self._breaker.record_success()
+            self._policy.update(applied=False, error=f"refused: {exc}")
+            logger.warning("query cache: Redis refused maxmemory-policy %s (%s); continuing", policy, exc)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._breaker.record_failure()
+            self._metrics.error("config")
+            self._policy.update(applied=False, error=f"unreachable: {type(exc).__name__}: {exc}")
+            self._warn("query cache: Redis unreachable at start (%s: %s)", type(exc).__name__, exc)
+        except BaseException:
+            self._breaker.abandon()
+            raise
+        else:
+            self._breaker.record_success()
+            self._policy.update(applied=True, error=None)
+
+    async def close(self) -> None:
+        """Close the connection pool (only if this cache created the client)."""
+        if self._owns_client:
+            await self._redis.aclose()
+
+    # -- lookups ---------------------------------------------------------------------------
+    async def get_exact(self, key: CacheKey) -> CacheLookup:
+        """One round trip: current version, the entry, and new stream records for the semantic tier."""
+        entry_key = self._entry_prefix + key.digest
+
+        def commands(pipe: Pipeline) -> int:
+            flushed = self._queue_version(pipe)
+            pipe.hmget(entry_key, ["p", "v", "c"])
+            pipe.xread({self._log_key: self._last_id}, count=self.config.sync_batch)
+            return flushed
+
+        got = await self._round_trip("get_exact", commands)
+        if got is None:
+            return self._degraded_miss("exact")
+        flushed, replies = got
+        version = await self._settle_version(replies[-3], flushed)
+        self._apply_stream(replies[-1])
+        if version is None:
+            return self._degraded_miss("exact")
+        hit = self._as_hit("exact", replies[-2], version, 1.0)
+        if hit is None:
+            self._metrics.miss("exact")
+            return CacheLookup(None, version)
+        self._metrics.hit("exact", hit.saved_ms)
+        return CacheLookup(hit, version)
+
+    async def get_semantic(self, key: CacheKey, vector: QueryVector, entities: Set[str]) -> CacheLookup:
+        """Scan the local matrix, then fetch the best guard-passing candidates with the version."""
+        query = unit_vector(vector)
+        if time.monotonic() - self._synced_at > _SYNC_REUSE_S and await self._sync("get_semantic") is None:
+            return self._degraded_miss("semantic")
+        self._maybe_purge()
+        match = await self._index.search(
+            key.partition,
+            query,
+            guard_signature(key.query, entities),
+            version=self._version,
+            threshold=self.config.semantic_threshold,
+            now=time.time(),
+            limit=_FETCH_CANDIDATES,
+        )
+        if not match.candidates:
+            return self._semantic_miss(match.rejection)
+        ids = [entry_id for entry_id, _ in match.candidates]
+
+        def commands(pipe: Pipeline) -> int:
+            flushed = self._queue_version(pipe)
+            for entry_id in ids:
+                pipe.hmget(self._entry_prefix + entry_id, ["p", "v", "c"])
+            pipe.xread({self._log_key: self._last_id}, count=self.config.sync_batch)
+            return flushed
+
+        got = await self._round_trip("get_semantic", commands)
+        if got is None:
+            return self._degraded_miss("semantic")
+        flushed, replies = got
+        version = await self._settle_version(replies[-len(ids) - 2], flushed)
+        self._apply_stream(replies[-1])
+        if version is None:
+            return self._degraded_miss("semantic")
+        for (entry_id, similarity), fields in zip(match.candidates, replies[-len(ids) - 1 : -1], strict=True):
+            hit = self._as_hit("semantic", fields, version, similarity)
+            if hit is not None:
+                self._metrics.hit("semantic", hit.saved_ms)
+                return CacheLookup(hit, version)
+            # Expired, evicted or overwritten since the stream announced it: forget the row.
+            self._index.remove(entry_id)
+        return self._semantic_miss(None)
+
+    # -- writes ----------------------------------------------------------------------------
+    async def put(
+        self,
+        key: CacheKey,
+        vector: QueryVector | None,
+        entities: Set[str],
+        payload: bytes,
+        cost_ms: float,
+        *,
+        kb_version: int | None = None,
+    ) -> bool:
+        """Store the entry and, with a vector, announce it on the stream; one MULTI/EXEC round trip."""
+        if kb_version is not None and self._version_known and kb_version < self._version:
+            self._metrics.dropped_puts["stale_version"] += 1
+            return False
+        if len(payload) > self.config.max_payload_bytes:
+            self._metrics.dropped_puts["too_large"] += 1
+            return False
+        unit = unit_vector(vector) if vector is not None else None
+        # Stamped with the version the caller's lookup saw, never a later one: a response computed
+        # before an ingest must not pass for current (readers compare `v` with the live version).
+        version = kb_version if kb_version is not None else self._version
+        expires_at = time.time() + self.config.ttl_s
+        signature = guard_signature(key.query, entities) if unit is not None else None
+
+        def commands(pipe: Pipeline) -> int:
+            flushed = self._queue_version(pipe) if self._pending_bumps else 0
+            self._queue_put(pipe, key, unit, entities, payload, cost_ms, version, expires_at)
+            return flushed
+
+        got = await self._round_trip("put", commands, transaction=True)
+        if got is None:
+            self._metrics.dropped_puts["unavailable"] += 1
+            return False
+        flushed, replies = got
+        if flushed:
+            await self._settle_version(replies[1], flushed)
+        if unit is not None and signature is not None and version == self._version:
+            self._index.add(key.digest, key.partition, unit, signature, version, expires_at)
+        self._metrics.puts += 1
+        return True
+
+    async def put_many(self, items: Iterable[CacheItem]) -> int:
+        """Store many entries under the current version with pipelined chunks (warm-up, benchmarks).
+
+        Other workers pick the vectors up from the stream; returns how many entries were stored.
+        """
+        if not self._version_known:
+            await self._sync("put_many")
+        version = self._version
+        stored = 0
+        chunk: list[CacheItem] = []
+
+        async def flush() -> bool:
+            nonlocal stored
+            expires_at = time.time() + self.config.ttl_s
+
+            def commands(pipe: Pipeline) -> None:
+                for item in chunk:
+                    unit = unit_vector(item.vector) if item.vector is not None else None
+                    self._queue_put(
+                        pipe, item.key, unit, item.entities, item.payload, item.cost_ms, version, expires_at
+                    )
+
+            got = await self._round_trip("put_many", commands, deadline_s=max(5.0, self._deadline_s))
+            if got is None:
+                return False
+            stored += len(chunk)
+            self._metrics.puts += len(chunk)
+            chunk.clear()
+            return True
+
+        for item in items:
+            if len(item.payload) > self.config.max_payload_bytes:
+                self._metrics.dropped_puts["too_large"] += 1
+                continue
+            chunk.append(item)
+            if len(chunk) >= _BULK_CHUNK and not await flush():
+                return stored
+        if chunk:
+            await flush()
+        return stored
+
+    async def bump_version(self) -> int:
+        """INCRBY the shared version (plus any bumps that could not reach Redis earlier).
+
+        If Redis cannot be reached the bump is kept and applied by the next call that reaches
+        it; the value returned is then provisional (last known version plus pending bumps).
+        """
+        flushed = self._pending_bumps + 1
+
+        def commands(pipe: Pipeline) -> None:
+            pipe.set(self._version_key, _fresh_version(), nx=True)
+            pipe.incrby(self._version_key, flushed)
+
+        got = await self._round_trip("bump_version", commands)
+        if got is None:
+            self._pending_bumps += 1
+            return self._version + self._pending_bumps
+        self._pending_bumps -= flushed - 1
+        self._adopt_version(int(got[1][1]))
+        return self._version
+
+    # -- reporting -------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        """Reachability (one cheap round trip unless the breaker is open), version, policy, counters."""
+        available = await self._sync("status", count=1) is not None
+        return {
+            "backend": "redis",
+            "available": available,
+            "kb_version": self._version,
+            "pending_version_bumps": self._pending_bumps,
+            "key_prefix": self.config.key_prefix,
+            "eviction_policy": dict(self._policy),
+            "breaker": self._breaker.snapshot(),
+            "semantic_entries": len(self._index),
+            "semantic_partitions": self._index.partitions,
+            "max_entries": self.config.max_entries,
+            "ttl_s": self.config.ttl_s,
+            "semantic_threshold": self.config.semantic_threshold,
+            "socket_timeout_s": self.config.socket_timeout_s,
+            "metrics": self._metrics.snapshot(),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters: hits per tier, misses, guard rejections by reason, errors, time saved."""
+        return self._metrics.snapshot()
+
+    # -- internals: round trips --------------------------------------------------------------
+    async def _round_trip(
+        self,
+        operation: str,
+        commands: Callable[[Pipeline], _T],
+        *,
+        transaction: bool = False,
+        deadline_s: float | None = None,
+    ) -> tuple[_T, list[Any]] | None:
+        """Run one pipeline through the breaker; None on any failure (counted and logged)."""
+        if not self._breaker.allow():
+            self._metrics.short_circuited += 1
+            return None
+        try:
+            # The socket timeout bounds each read; the deadline bounds the whole exchange.
+            async with asyncio.timeout(deadline_s or self._deadline_s):
+                async with self._redis.pipeline(transaction=transaction) as pipe:
+                    queued = commands(pipe)
+                    replies = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._breaker.record_failure()
+            self._metrics.error(operation)
+            self._warn(
+                "query cache: Redis %s failed (%s: %s); serving misses", operation, type(exc).__name__, exc
+            )
+            return None
+        except BaseException:
+            self._breaker.abandon()
+            raise
+        self._breaker.record_success()
+        return queued, list(replies)
+
+    async def _sync(
+        self, operation: str, *, count: int | None = None, deadline_s: float | None = None
+    ) -> int | None:
+        """Read the version and new stream records; returns how many records, None on failure."""
+
+        def commands(pipe: Pipeline) -> int:
+            flushed = self._queue_version(pipe)
+            pipe.xread({self._log_key: self._last_id}, count=count or self.config.sync_batch)
+            return flushed
+
+        got = await self._round_trip(operation, commands, deadline_s=deadline_s)
+        if got is None:
+            return None
+        flushed, replies = got
+        version = await self._settle_version(replies[-2], flushed)
+        read = self._apply_stream(replies[-1])
+        return None if version is None else read
+
+    def _queue_version(self, pipe: Pipeline) -> int:
+        """Queue the version read, applying pending bumps first; returns how many bumps it applies."""
+        flushed = self._pending_bumps
+        if flushed:
+            pipe.set(self._version_key, _fresh_version(), nx=True)
+            pipe.incrby(self._version_key, flushed)
+        else:
+            pipe.get(self._version_key)
+        return flushed
+
+    async def _settle_version(self, raw: Any, flushed: int) -> int | None:
+        """Adopt the version a round trip read; creates the key when it is missing."""
+        self._pending_bumps -= flushed
+        if raw is None:
+            got = await self._round_trip(
+                "init_version",
+                lambda pipe: (
+                    pipe.set(self._version_key, _fresh_version(), nx=True),
+                    pipe.get(self._version_key),
+                ),
+            )
+            if got is None or got[1][1] is None:
+                return None
+            raw = got[1][1]
+        self._adopt_version(int(raw))
+        return self._version
+
+    def _adopt_version(self, version: int) -> None:
+        if self._version_known and version < self._version:
+            # Only possible if someone reset the key by hand: start the local view over.
+            self._index.clear()
+            self._last_id = b"0-0"
+        elif version > self._version:
+            self._index.purge(now=time.time(), min_version=version)
+        self._version = version
+        self._version_known = True
+
+    def _queue_put(
+        self,
+        pipe: Pipeline,
+        key: CacheKey,
+        unit: QueryVector | None,
+        entities: Set[str],
+        payload: bytes,
+        cost_ms: float,
+        version: int,
+        expires_at: float,
+    ) -> None:
+        entry_key = self._entry_prefix + key.digest
+        pipe.hset(entry_key, mapping={"p": payload, "v": version, "c": repr(float(cost_ms))})
+        pipe.pexpire(entry_key, self._ttl_ms)
+        if unit is None:
+            return
+        record: dict[FieldT, EncodableT] = {
+            "d": key.digest,
+            "part": key.partition,
+            "v": version,
+            "q": key.query,
+            "ent": json.dumps(sorted(entities), ensure_ascii=False),
+            "exp": repr(expires_at),
+            "vec": unit.astype(np.float32).tobytes(),
+        }
+        # MINID trims records older than the TTL: their entries are gone, so the log stays as
+        # long as the live cache and a late worker replays only what can still be served.
+        oldest = max(0, int(time.time() * 1000) - self._ttl_ms)
+        pipe.xadd(self._log_key, record, minid=oldest, approximate=True)
+        # The log outlives entries by one TTL and vanishes with an idle cache.
+        pipe.pexpire(self._log_key, 2 * self._ttl_ms)
+
+    # -- internals: local state --------------------------------------------------------------
+    def _apply_stream(self, raw: Any) -> int:
+        """Add the rows of new stream records to the local matrix; returns how many records."""
+        records = _stream_records(raw)
+        self._synced_at = time.monotonic()
+        now = time.time()
+        for record_id, fields in records:
+            self._last_id = record_id
+            try:
+                version = int(fields[b"v"])
+                expires_at = float(fields[b"exp"])
+                if version < self._version or expires_at <= now:
+                    continue
+                query = fields[b"q"].decode("utf-8")
+                entities = frozenset(json.loads(fields[b"ent"]))
+                unit = unit_vector(np.frombuffer(fields[b"vec"], dtype=np.float32))
+                self._index.add(
+                    fields[b"d"].decode("ascii"),
+                    fields[b"part"].decode("ascii"),
+                    unit,
+                    guard_signature(query, entities),
+                    version,
+                    expires_at,
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                # A record from another code version or a different embedding dimension.
+                self._warn("query cache: skipped stream record %r (%s)", record_id, exc)
+        return len(records)
+
+    def _as_hit(self, tier: Tier, fields: Any, version: int, similarity: float) -> CacheHit | None:
+        """The hit an HMGET reply holds, if the entry exists and belongs to `version`."""
+        payload, entry_version, cost = fields
+        if payload is None or entry_version is None or int(entry_version) != version:
+            return None
+        return CacheHit(tier, bytes(payload), similarity, float(cost or 0))
+
+    def _degraded_miss(self, tier: Tier) -> CacheLookup:
+        self._metrics.miss(tier)
+        return CacheLookup(None, self._version + self._pending_bumps, degraded=True)
+
+    def _semantic_miss(self, rejection: GuardReason | None) -> CacheLookup:
+        self._metrics.miss("semantic")
+        if rejection is not None:
+            self._metrics.rejected(rejection)
+        return CacheLookup(None, self._version, rejection)
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge >= _PURGE_INTERVAL_S:
+            self._last_purge = now
+            self._index.purge(now=time.time(), min_version=self._version)
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "semantic_entries": float(len(self._index)),
+            "breaker_open": float(self._breaker.state is BreakerState.OPEN),
+            "kb_version": float(self._version),
+        }

@@ -1,0 +1,58 @@
+"""An app over real Milvus Lite with the fast test encoder, and a client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from retrieval.settings import Settings
+from search_api.app import create_app
+from tests.conftest import HashingEncoder
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+DOCS = [
+    {
+        "id": "char-1",
+        "title": "沈青崖",
+        "kind": "character",
+        "aliases": ["断剑客"],
+        "text": "沈青崖是玄霜城的剑客，人称断剑客。",
+    },
+    {
+        "id": "loc-1",
+        "title": "玄霜城",
+        "kind": "location",
+        "text": "玄霜城位于北境，终年积雪。",
+        "metadata": {"region": "北境"},
+    },
+    {"id": "item-1", "title": "听雪剑", "kind": "item", "text": "听雪剑断为两截，是沈青崖的佩剑。"},
+]
+
+
+@pytest.fixture
+def api_settings(settings: Settings, tmp_path: Path) -> Settings:
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in DOCS), encoding="utf-8")
+    service = dataclasses.replace(settings.service, fixtures_path=kb, admin_key=ADMIN_KEY)
+    sparse = dataclasses.replace(settings.sparse, lexicon=(str(kb),))
+    return dataclasses.replace(settings, service=service, sparse=sparse)
+
+
+@pytest.fixture
+async def client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    app = create_app(api_settings, encoder=HashingEncoder())
+    async with AsyncTestClient(app=app) as test_client:
+        # The app runs on the test client's own loop; poll readiness as a real client would.
+        for _ in range(600):
+            if (await test_client.get("/v1/ready")).status_code == 200 or app.state.engine.phase == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.engine.phase == "ready", app.state.engine.error
+        yield test_client

@@ -61,10 +61,11 @@ def redis_server(url: str | None) -> Iterator[str]:
 
 def near(vector: npt.NDArray[np.float32], cosine: float, rng: np.random.Generator) -> npt.NDArray[np.float32]:
     """A unit vector at exactly `cosine` from unit `vector` (a constructed paraphrase)."""
-    other = rng.standard_normal(vector.shape[0])
-    other -= other.dot(vector) * vector
+    other = np.asarray(rng.standard_normal(vector.shape[0]), dtype=np.float64)
+    other -= float(other.dot(vector)) * vector
     other /= np.linalg.norm(other)
-    return (cosine * vector + np.sqrt(1 - cosine**2) * other).astype(np.float32)
+    mixed: npt.NDArray[np.float64] = cosine * vector + float(np.sqrt(1 - cosine**2)) * other
+    return mixed.astype(np.float32)
 
 
 async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -86,10 +87,11 @@ def report(label: str, times_ms: list[float]) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    """Fill both backends with the same vectors and time each kind of lookup."""
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.entries, args.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    targets = rng.choice(args.entries, size=args.lookups + 5, replace=True)
+    targets = [int(t) for t in rng.choice(args.entries, size=args.lookups + 5, replace=True)]
     paraphrases = [near(vectors[t], 0.97, rng) for t in targets]
     strangers = rng.standard_normal((args.lookups + 5, args.dim)).astype(np.float32)
 
@@ -98,51 +100,67 @@ async def run(args: argparse.Namespace) -> None:
             yield CacheItem(CacheKey(f"问题{i}"), vectors[i], frozenset(), b"x" * 2048, 50.0)
 
     print(f"{args.entries} cached queries, dim {args.dim}, one partition, {args.lookups} lookups each")
-    matrix = vectors.copy()
     report(
-        "raw numpy scan (matrix @ vector)", await timed(args.lookups, lambda i: _scan(matrix, paraphrases[i]))
+        "raw numpy scan (matrix @ vector)",
+        await timed(args.lookups, lambda i: _scan(vectors, paraphrases[i])),
     )
+    await bench_memory(args, items(), targets, paraphrases, strangers)
+    with redis_server(args.redis_url) as url:
+        await bench_redis(args, url, items(), targets, paraphrases, strangers)
 
+
+async def bench_memory(
+    args: argparse.Namespace,
+    items: Iterator[CacheItem],
+    targets: list[int],
+    paraphrases: list[npt.NDArray[np.float32]],
+    strangers: npt.NDArray[np.float32],
+) -> None:
+    """The in-process cache: fill, then semantic hits and misses."""
     memory = MemoryCache(CacheConfig(max_entries=args.entries + 1))
     started = time.perf_counter()
-    await memory.put_many(items())
+    await memory.put_many(items)
     print(f"memory: fill {time.perf_counter() - started:.2f} s")
-    report(
-        "memory get_semantic (hit)",
-        await timed(
-            args.lookups, lambda i: memory.get_semantic(CacheKey("另一种问法"), paraphrases[i], set())
-        ),
-    )
+
+    async def hit(i: int) -> None:
+        key = CacheKey(f"问题{targets[i]}的另一种问法")
+        if not (await memory.get_semantic(key, paraphrases[i], set())).is_hit:
+            raise RuntimeError("expected a semantic hit")
+
+    report("memory get_semantic (hit)", await timed(args.lookups, hit))
     report(
         "memory get_semantic (miss)",
         await timed(args.lookups, lambda i: memory.get_semantic(CacheKey("无关的问题"), strangers[i], set())),
     )
-    del memory
 
+
+async def bench_redis(
+    args: argparse.Namespace,
+    url: str,
+    items: Iterator[CacheItem],
+    targets: list[int],
+    paraphrases: list[npt.NDArray[np.float32]],
+    strangers: npt.NDArray[np.float32],
+) -> None:
+    """Two workers on one Redis: one fills, the other replays the stream and serves lookups."""
     prefix = f"bench:cache:{uuid.uuid4().hex[:8]}:"
-    with redis_server(args.redis_url) as url:
-        settings = CacheConfig(
-            redis_url=url, key_prefix=prefix, eviction_policy="", max_entries=args.entries + 1
-        )
-        writer = RedisCache(settings)
+    settings = CacheConfig(redis_url=url, key_prefix=prefix, eviction_policy="", max_entries=args.entries + 1)
+    writer, reader = RedisCache(settings), RedisCache(settings)
+    try:
         await writer.start()
         started = time.perf_counter()
-        stored = await writer.put_many(items())
-        print(f"redis: fill {stored} entries via pipelines {time.perf_counter() - started:.2f} s")
-        reader = RedisCache(settings)
+        stored = await writer.put_many(items)
+        print(f"redis: fill {stored} entries with pipelines {time.perf_counter() - started:.2f} s")
         started = time.perf_counter()
         await reader.start()
         replayed = (await reader.status())["semantic_entries"]
-        print(
-            f"redis: new worker replays {replayed} vectors from the stream {time.perf_counter() - started:.2f} s"
-        )
+        print(f"redis: a new worker replays {replayed} vectors {time.perf_counter() - started:.2f} s")
 
-        async def exact_then_semantic(i: int) -> float:
+        async def semantic_hit(i: int) -> float:
             key = CacheKey(f"问题{targets[i]}的另一种问法")
-            await reader.get_exact(key)
+            await reader.get_exact(key)  # as in a search: exact first, then the encoder, then this
             t0 = time.perf_counter()
-            lookup = await reader.get_semantic(key, paraphrases[i], set())
-            if not lookup.is_hit:
+            if not (await reader.get_semantic(key, paraphrases[i], set())).is_hit:
                 raise RuntimeError("expected a semantic hit")
             return (time.perf_counter() - t0) * 1000
 
@@ -154,21 +172,23 @@ async def run(args: argparse.Namespace) -> None:
             "redis get_exact (miss, one round trip)",
             await timed(args.lookups, lambda i: reader.get_exact(CacheKey(f"未缓存{i}"))),
         )
-        semantic = [await exact_then_semantic(i) for i in range(args.lookups)]
-        report("redis get_semantic (hit: scan + one round trip)", semantic)
+        report(
+            "redis get_semantic (hit: scan + one round trip)",
+            [await semantic_hit(i) for i in range(args.lookups)],
+        )
         report(
             "redis get_semantic (miss: scan only)",
             await timed(
                 args.lookups, lambda i: reader.get_semantic(CacheKey("无关的问题"), strangers[i], set())
             ),
         )
+    finally:
         await writer.close()
         await reader.close()
-        if args.redis_url:
-            client = redis.Redis.from_url(url)
-            for batch in _batches(client.scan_iter(match=f"{prefix}*", count=1000), 1000):
-                client.unlink(*batch)
-            client.close()
+        client = redis.Redis.from_url(url)
+        for batch in _batches(client.scan_iter(match=f"{prefix}*", count=1000), 1000):
+            client.unlink(*batch)
+        client.close()
 
 
 async def _scan(matrix: npt.NDArray[np.float32], vector: npt.NDArray[np.float32]) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -188,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{'setting':26s} {'MB':>6s} {'cos32 min':>9s} {'cos32 avg':>9s} {'cosref min':>10s} "
         f"{'1q p50':>7s} {'1q p95':>7s} {'b32 p50':>8s} {'b32 p95':>8s}   (ms)"
     )
+    load1, load5, _ = os.getloadavg()
+    # Other processes on a 2-core box move the absolute numbers; the load puts them in context.
+    print(f"load average at end: {load1:.2f} (1 min), {load5:.2f} (5 min)\n")
     print(header)
     print("-" * len(header))
     for r in rows:

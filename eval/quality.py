@@ -408,6 +408,10 @@ async def run_quality(
         judged = judged[: config.limit_queries]
     if not judged:
         raise DatasetError(f"{config.dataset} has no query with a relevant document")
+    spaced = [i for i in [*dataset.corpus, *(q.id for q in judged)] if any(ch.isspace() for ch in i)]
+    if spaced:
+        # Checked up front: TREC run files are whitespace-separated, and failing after an ingest wastes it.
+        raise DatasetError(f"ids with whitespace cannot go into TREC run files, e.g. {spaced[0]!r}")
     if ROUTED in config.modes and not routing_available():
         raise RoutingUnavailable(ROUTING_UNAVAILABLE)  # before the model build, not after
     settings = eval_store_settings(settings)

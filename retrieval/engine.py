@@ -86,6 +86,7 @@ async def open_pipeline(
     config = PipelineConfig(
         chunk_max_chars=settings.chunking.max_chars,
         chunk_min_chars=settings.chunking.min_chars,
+        head_repeats=settings.chunking.head_repeats,
         candidates=settings.fusion.candidates,
         reweight_drift=settings.sparse.reweight_drift,
         stats_path=settings.service.data_dir / "bm25" / f"{name}.json",

@@ -57,9 +57,18 @@ class SearchOutcome:
     query_vector: Vectors | None = None
 
 
-def index_text(title: str, text: str) -> str:
-    """What gets embedded and tokenised for a chunk: its title gives short chunks their subject."""
-    return f"{title}\n{text}" if title else text
+def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats: int = 1) -> str:
+    """What gets embedded and tokenised for a chunk: a head (title and aliases), then the text.
+
+    The head gives every chunk its subject, and aliases make an entry findable by names its text
+    may never use. Repeating the head is a crude BM25F: it weights title/alias matches above a
+    passing mention elsewhere. On the fixtures, two repeats lifted hybrid MRR@10 (grade-3 answer)
+    from 0.766 to 0.787 and alias queries from 33/39 to 38/39 first (README "Relevance").
+    """
+    head = title + ("（" + "、".join(aliases) + "）" if aliases else "")
+    if not head:
+        return text
+    return "\n".join([head] * max(1, head_repeats) + [text])
 
 
 @dataclass
@@ -68,6 +77,7 @@ class PipelineConfig:
 
     chunk_max_chars: int = 400
     chunk_min_chars: int = 40
+    head_repeats: int = 2
     candidates: int = 100
     reweight_drift: float = 0.05
     stats_path: Path | None = None
@@ -171,7 +181,8 @@ class SearchPipeline:
             latest[doc.id] = doc  # the last copy of a repeated id wins, as in any upsert
         docs = list(latest.values())
         planned = [(doc, idx, text) for doc in docs for idx, text in self._chunks(doc, chunk)]
-        texts = [index_text(doc.title, text) for doc, _, text in planned]
+        repeats = self.config.head_repeats
+        texts = [index_text(doc.title, text, doc.aliases, repeats) for doc, _, text in planned]
         vectors = await self.encoder.encode_passages(texts) if texts else np.zeros((0, self.encoder.dim))
         counts = await asyncio.to_thread(lambda: [self.sparse.counts(t) for t in texts])
 

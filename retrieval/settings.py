@@ -82,6 +82,7 @@ class ChunkingSettings:
 
     max_chars: int = 400
     min_chars: int = 40
+    head_repeats: int = 2
 
 
 @dataclass(frozen=True)

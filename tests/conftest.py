@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrieval.encoders.build import BuiltModel, build_model
 from retrieval.encoders.protocol import Vectors
+from retrieval.encoders.registry import default_checkpoint_dir
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 
 SHARED = PROJECT_ROOT.parent / "shared"
@@ -53,6 +56,19 @@ class HashingEncoder:
 
     async def close(self) -> None:
         return None
+
+
+@pytest.fixture(scope="session")
+def built_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
+    """The default model (m3e-small) built from its checkpoint once per test session."""
+    return build_model(default_checkpoint_dir(), tmp_path_factory.mktemp("models") / "m3e-small")
+
+
+def seed_model(data_dir: Path, model: BuiltModel) -> None:
+    """Put a built model where a server with this data folder looks, so it skips the build."""
+    target = data_dir / "models" / model.out_dir.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model.out_dir, target)
 
 
 @pytest.fixture

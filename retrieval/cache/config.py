@@ -28,8 +28,9 @@ class CacheConfig:
     """Namespace of every Redis key, so several deployments or tests can share one server."""
     eviction_policy: str = "allkeys-lfu"
     """Requested with CONFIG SET at start ('' leaves the server's policy alone)."""
-    sync_batch: int = 500
-    """Stream records a lookup pulls at most while a worker catches up on other workers' puts."""
+    sync_batch: int = 100
+    """Stream records (other workers' puts) a lookup reads at most; a full batch hands the rest to a
+    background catch-up, so lookups stay small round trips."""
     offload_rows: int = 8192
     """Partition size from which the semantic scan runs in a thread instead of on the event loop."""
     max_payload_bytes: int = 1 << 20

@@ -66,16 +66,30 @@ _T = TypeVar("_T")
 _SYNC_REUSE_S = 0.1
 # Candidates fetched per semantic lookup: the next ones stand in if the best was evicted.
 _FETCH_CANDIDATES = 3
-# Stream catch-up at start: larger batches and a longer deadline than a lookup may take.
-_START_BATCH = 2000
-_START_BUDGET_S = 30.0
+# Catching up on the stream (at start, or after falling a full batch behind) and bulk puts use a
+# second connection pool with a lenient timeout: a 2000-record XREAD is about 4 MB at 512 dims,
+# more than a request-path socket timeout of 50 ms allows, and none of it is on a request path.
+_BULK_SOCKET_TIMEOUT_S = 2.0
+_BULK_DEADLINE_S = 10.0
+_CATCH_UP_BATCH = 2000
+_CATCH_UP_BUDGET_S = 60.0
 _PURGE_INTERVAL_S = 1.0
 _BULK_CHUNK = 1000
+
+
+def _first_after_version(flushed: int) -> int:
+    """Index of the first reply after the version commands `_queue_version` queued."""
+    return 2 if flushed else 1
 
 
 def _fresh_version() -> int:
     """A version no earlier one can equal: wall-clock microseconds (far above any count of bumps)."""
     return time.time_ns() // 1000
+
+
+def _stream_id(record_id: bytes) -> tuple[int, int]:
+    millis, _, seq = record_id.partition(b"-")
+    return int(millis), int(seq or 0)
 
 
 def _stream_records(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -102,15 +116,8 @@ class RedisCache:
         if not config.redis_url and client is None:
             raise ValueError("RedisCache needs config.redis_url or a client")
         self.config = config
-        self._redis = client or Redis.from_url(
-            config.redis_url,
-            socket_timeout=config.socket_timeout_s,
-            socket_connect_timeout=config.socket_timeout_s,
-            # No client-side retries: the breaker decides when to try again, and a retry would
-            # multiply the time a lookup can take while Redis is down.
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        self._redis = client or self._connect(config.socket_timeout_s)
+        self._bulk_redis = client or self._connect(max(config.socket_timeout_s, _BULK_SOCKET_TIMEOUT_S))
         self._owns_client = client is None
         prefix = config.key_prefix
         self._version_key = f"{prefix}kb_version"
@@ -122,6 +129,8 @@ class RedisCache:
         self._warn = RateLimitedWarning(logger, config.warn_interval_s)
         self._index = SemanticIndex(max_rows=config.max_entries, offload_rows=config.offload_rows)
         self._last_id = b"0-0"
+        self._catch_up_task: asyncio.Task[None] | None = None
+        self._catching_up = False
         self._synced_at = -float("inf")
         self._last_purge = 0.0
         self._version = 0
@@ -133,6 +142,17 @@ class RedisCache:
             "error": None,
         }
         self._metrics = CacheMetrics("redis", registry, gauges=self._gauges)
+
+    def _connect(self, socket_timeout_s: float) -> Redis:
+        return Redis.from_url(
+            self.config.redis_url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=self.config.socket_timeout_s,
+            # No client-side retries: the breaker decides when to try again, and a retry would
+            # multiply the time a lookup can take while Redis is down.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
 
     @property
     def backend(self) -> str:
@@ -153,20 +173,37 @@ class RedisCache:
     async def start(self) -> None:
         """Ask for LFU eviction, then replay the stream so the semantic tier starts warm. Never raises."""
         await self._request_eviction_policy()
-        deadline = time.monotonic() + _START_BUDGET_S
-        while time.monotonic() < deadline:
-            batch = max(self.config.sync_batch, _START_BATCH)
-            read = await self._sync("start", count=batch, deadline_s=max(1.0, self._deadline_s))
-            if read is None or read < batch:
-                break
+        await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Replay the stream in large batches on the bulk connection until the end (or a failure).
+
+        Lookups stop reading the stream meanwhile, so the two never race over the position.
+        """
+        if self._catching_up:
+            return
+        self._catching_up = True
+        try:
+            deadline = time.monotonic() + _CATCH_UP_BUDGET_S
+            while time.monotonic() < deadline:
+                read = await self._sync("catch_up", count=_CATCH_UP_BATCH, bulk=True)
+                if read is None or read < _CATCH_UP_BATCH:
+                    break
+        finally:
+            self._catching_up = False
+
+    def _catch_up_in_background(self) -> None:
+        if self._catching_up or (self._catch_up_task is not None and not self._catch_up_task.done()):
+            return
+        self._catch_up_task = asyncio.create_task(self._catch_up(), name="query-cache-catch-up")
 
     async def _request_eviction_policy(self) -> None:
         policy = self.config.eviction_policy
         if not policy or not self._breaker.allow():
             return
         try:
-            async with asyncio.timeout(max(1.0, self._deadline_s)):
-                await self._redis.config_set("maxmemory-policy", policy)
+            async with asyncio.timeout(_BULK_DEADLINE_S):
+                await self._bulk_redis.config_set("maxmemory-policy", policy)
         except ResponseError as exc:
             # Managed Redis services and ACLs commonly refuse CONFIG: the cache still works, but
             # eviction is whatever the server does, which the status reports.
@@ -186,30 +223,35 @@ class RedisCache:
             self._policy.update(applied=True, error=None)
 
     async def close(self) -> None:
-        """Close the connection pool (only if this cache created the client)."""
+        """Stop a running catch-up and close the connection pools (only if this cache made them)."""
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            await asyncio.gather(self._catch_up_task, return_exceptions=True)
         if self._owns_client:
             await self._redis.aclose()
+            await self._bulk_redis.aclose()
 
     # -- lookups ---------------------------------------------------------------------------
     async def get_exact(self, key: CacheKey) -> CacheLookup:
         """One round trip: current version, the entry, and new stream records for the semantic tier."""
         entry_key = self._entry_prefix + key.digest
 
-        def commands(pipe: Pipeline) -> int:
+        def commands(pipe: Pipeline) -> tuple[int, bool]:
             flushed = self._queue_version(pipe)
             pipe.hmget(entry_key, ["p", "v", "c"])
-            pipe.xread({self._log_key: self._last_id}, count=self.config.sync_batch)
-            return flushed
+            return flushed, self._queue_stream_read(pipe)
 
         got = await self._round_trip("get_exact", commands)
         if got is None:
             return self._degraded_miss("exact")
-        flushed, replies = got
-        version = await self._settle_version(replies[-3], flushed)
-        self._apply_stream(replies[-1])
+        (flushed, read_stream), replies = got
+        first = _first_after_version(flushed)
+        version = await self._settle_version(replies[first - 1], flushed)
+        if read_stream:
+            self._apply_stream(replies[first + 1])
         if version is None:
             return self._degraded_miss("exact")
-        hit = self._as_hit("exact", replies[-2], version, 1.0)
+        hit = self._as_hit("exact", replies[first], version, 1.0)
         if hit is None:
             self._metrics.miss("exact")
             return CacheLookup(None, version)
@@ -219,7 +261,8 @@ class RedisCache:
     async def get_semantic(self, key: CacheKey, vector: QueryVector, entities: Set[str]) -> CacheLookup:
         """Scan the local matrix, then fetch the best guard-passing candidates with the version."""
         query = unit_vector(vector)
-        if time.monotonic() - self._synced_at > _SYNC_REUSE_S and await self._sync("get_semantic") is None:
+        stale = not self._catching_up and time.monotonic() - self._synced_at > _SYNC_REUSE_S
+        if stale and await self._sync("get_semantic") is None:
             return self._degraded_miss("semantic")
         self._maybe_purge()
         match = await self._index.search(
@@ -235,22 +278,24 @@ class RedisCache:
             return self._semantic_miss(match.rejection)
         ids = [entry_id for entry_id, _ in match.candidates]
 
-        def commands(pipe: Pipeline) -> int:
+        def commands(pipe: Pipeline) -> tuple[int, bool]:
             flushed = self._queue_version(pipe)
             for entry_id in ids:
                 pipe.hmget(self._entry_prefix + entry_id, ["p", "v", "c"])
-            pipe.xread({self._log_key: self._last_id}, count=self.config.sync_batch)
-            return flushed
+            return flushed, self._queue_stream_read(pipe)
 
         got = await self._round_trip("get_semantic", commands)
         if got is None:
             return self._degraded_miss("semantic")
-        flushed, replies = got
-        version = await self._settle_version(replies[-len(ids) - 2], flushed)
-        self._apply_stream(replies[-1])
+        (flushed, read_stream), replies = got
+        first = _first_after_version(flushed)
+        version = await self._settle_version(replies[first - 1], flushed)
+        if read_stream:
+            self._apply_stream(replies[first + len(ids)])
         if version is None:
             return self._degraded_miss("semantic")
-        for (entry_id, similarity), fields in zip(match.candidates, replies[-len(ids) - 1 : -1], strict=True):
+        entries = replies[first : first + len(ids)]
+        for (entry_id, similarity), fields in zip(match.candidates, entries, strict=True):
             hit = self._as_hit("semantic", fields, version, similarity)
             if hit is not None:
                 self._metrics.hit("semantic", hit.saved_ms)
@@ -323,7 +368,7 @@ class RedisCache:
                         pipe, item.key, unit, item.entities, item.payload, item.cost_ms, version, expires_at
                     )
 
-            got = await self._round_trip("put_many", commands, deadline_s=max(5.0, self._deadline_s))
+            got = await self._round_trip("put_many", commands, bulk=True)
             if got is None:
                 return False
             stored += len(chunk)
@@ -394,16 +439,17 @@ class RedisCache:
         commands: Callable[[Pipeline], _T],
         *,
         transaction: bool = False,
-        deadline_s: float | None = None,
+        bulk: bool = False,
     ) -> tuple[_T, list[Any]] | None:
         """Run one pipeline through the breaker; None on any failure (counted and logged)."""
         if not self._breaker.allow():
             self._metrics.short_circuited += 1
             return None
+        client = self._bulk_redis if bulk else self._redis
         try:
             # The socket timeout bounds each read; the deadline bounds the whole exchange.
-            async with asyncio.timeout(deadline_s or self._deadline_s):
-                async with self._redis.pipeline(transaction=transaction) as pipe:
+            async with asyncio.timeout(_BULK_DEADLINE_S if bulk else self._deadline_s):
+                async with client.pipeline(transaction=transaction) as pipe:
                     queued = commands(pipe)
                     replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
@@ -419,9 +465,7 @@ class RedisCache:
         self._breaker.record_success()
         return queued, list(replies)
 
-    async def _sync(
-        self, operation: str, *, count: int | None = None, deadline_s: float | None = None
-    ) -> int | None:
+    async def _sync(self, operation: str, *, count: int | None = None, bulk: bool = False) -> int | None:
         """Read the version and new stream records; returns how many records, None on failure."""
 
         def commands(pipe: Pipeline) -> int:
@@ -429,13 +473,21 @@ class RedisCache:
             pipe.xread({self._log_key: self._last_id}, count=count or self.config.sync_batch)
             return flushed
 
-        got = await self._round_trip(operation, commands, deadline_s=deadline_s)
+        got = await self._round_trip(operation, commands, bulk=bulk)
         if got is None:
             return None
         flushed, replies = got
-        version = await self._settle_version(replies[-2], flushed)
-        read = self._apply_stream(replies[-1])
+        first = _first_after_version(flushed)
+        version = await self._settle_version(replies[first - 1], flushed)
+        read = self._apply_stream(replies[first], follow_up=not bulk)
         return None if version is None else read
+
+    def _queue_stream_read(self, pipe: Pipeline) -> bool:
+        """Queue an XREAD of new stream records unless a catch-up owns the stream position now."""
+        if self._catching_up:
+            return False
+        pipe.xread({self._log_key: self._last_id}, count=self.config.sync_batch)
+        return True
 
     def _queue_version(self, pipe: Pipeline) -> int:
         """Queue the version read, applying pending bumps first; returns how many bumps it applies."""
@@ -507,13 +559,20 @@ class RedisCache:
         pipe.pexpire(self._log_key, 2 * self._ttl_ms)
 
     # -- internals: local state --------------------------------------------------------------
-    def _apply_stream(self, raw: Any) -> int:
-        """Add the rows of new stream records to the local matrix; returns how many records."""
+    def _apply_stream(self, raw: Any, *, follow_up: bool = True) -> int:
+        """Add the rows of new stream records to the local matrix; returns how many records.
+
+        A full batch means this worker is behind (it started late or missed a burst of puts):
+        with `follow_up` the rest is fetched by a background catch-up, off the request path.
+        """
         records = _stream_records(raw)
         self._synced_at = time.monotonic()
         now = time.time()
+        position = _stream_id(self._last_id)
         for record_id, fields in records:
-            self._last_id = record_id
+            if _stream_id(record_id) <= position:
+                continue  # already applied (a catch-up and a lookup read overlapping ranges)
+            self._last_id, position = record_id, _stream_id(record_id)
             try:
                 version = int(fields[b"v"])
                 expires_at = float(fields[b"exp"])
@@ -533,6 +592,8 @@ class RedisCache:
             except (KeyError, ValueError, TypeError) as exc:
                 # A record from another code version or a different embedding dimension.
                 self._warn("query cache: skipped stream record %r (%s)", record_id, exc)
+        if follow_up and len(records) >= self.config.sync_batch:
+            self._catch_up_in_background()
         return len(records)
 
     def _as_hit(self, tier: Tier, fields: Any, version: int, similarity: float) -> CacheHit | None:

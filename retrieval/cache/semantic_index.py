@@ -20,6 +20,23 @@ from retrieval.cache.guards import GuardSignature, guard_rejection
 from retrieval.cache.protocol import GuardReason
 
 _MIN_CAPACITY = 64
+# OpenBLAS splits a matrix-vector product over threads above roughly a million elements. On a
+# busy two-core host those threads contend with the event loop and the encoder, and a 50k x 512
+# scan measured 8 ms median / 16 ms P95 that way against 2.4 / 3.6 ms in single-threaded blocks
+# of this size (which also stay cache-friendly). The result is the same either way.
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def _scan(
+    matrix: npt.NDArray[np.float32], size: int, vector: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """Cosine of `vector` with the first `size` rows of `matrix`, block by block."""
+    sims = np.empty(size, dtype=np.float32)
+    step = max(1, _BLOCK_ELEMENTS // max(1, matrix.shape[1]))
+    for start in range(0, size, step):
+        stop = min(size, start + step)
+        np.dot(matrix[start:stop], vector, out=sims[start:stop])
+    return sims
 
 
 def unit_vector(vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -244,12 +261,11 @@ class SemanticIndex:
             raise ValueError(f"query vector of dim {vector.shape[0]} in a partition of dim {part.dim}")
         size, generation, matrix = part.size, part.generation, part.matrix
         if size >= self.offload_rows:
-            sims = await asyncio.to_thread(np.dot, matrix[:size], vector)
+            sims = await asyncio.to_thread(_scan, matrix, size, vector)
             if part.generation != generation:  # compacted meanwhile: row numbers moved
-                size, matrix = part.size, part.matrix
-                sims = matrix[:size] @ vector
+                sims = _scan(part.matrix, part.size, vector)
         else:
-            sims = matrix[:size] @ vector
+            sims = _scan(matrix, size, vector)
         size = sims.shape[0]
         eligible = (
             (sims >= threshold)

@@ -1,11 +1,18 @@
 """Build a BERT encoder ONNX graph straight from ``config.json`` + numpy weights (no torch).
 
-The graph mirrors HF ``BertModel`` op for op, in the same shape torch's exporter produces, so
-ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, Gelu, ...) recognise it:
+The graph mirrors HF ``BertModel`` op for op, laid out the way torch's exporter lays it out:
 
     word + position + token_type embeddings -> LayerNorm
     N x [ self-attention (scores / sqrt(d) + (1 - mask) * -10000, softmax) -> dense -> add & LN
           -> intermediate dense -> activation -> output dense -> add & LN ]
+
+Two forms are produced from the same weights:
+
+* plain ONNX (opset 17) - portable, and the FP32 parity artefact checked against PyTorch;
+* ``fused_attention=True`` - each self-attention block is one ``com.microsoft.Attention`` node
+  with packed QKV weights, i.e. what ``onnxruntime.transformers.optimizer`` would produce (that
+  optimiser cannot run here: it needs sympy, which is not a dependency). Dynamic quantisation
+  turns it into ``QAttention``, which measured faster than quantising the plain graph.
 
 Inputs are int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` with dynamic batch and
 sequence axes. Outputs are ``last_hidden_state`` (batch, seq, hidden) and, because pooling

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.beir import CorpusDoc, Query, write_beir
+from eval.beir import CorpusDoc, DatasetError, Query, write_beir
 from eval.metrics import read_trec
 from eval.quality import (
     QualityConfig,
@@ -28,8 +28,8 @@ DOCS = [
     ("loc-1", "玄霜城", "location", "玄霜城位于北境，终年积雪，城中多冰窖。"),
     ("loc-2", "青石镇", "location", "青石镇是霜陵州的小镇，镇上发生过一桩血案。"),
     ("item-1", "双鱼佩", "item", "双鱼佩是沈氏祖传玉佩，一分为二，各执一半。"),
-    # An id the store refuses (space, slash): quality must map it and give it back unchanged.
-    ("lore 7/x", "承渊历", "lore", "承渊历是书中的纪年方法，以开国之年为元年。"),
+    # An id the store refuses ('/' and '#'): quality must map it and give it back unchanged.
+    ("lore/7#x", "承渊历", "lore", "承渊历是书中的纪年方法，以开国之年为元年。"),
 ]
 QUERIES = [
     ("q1", "断剑客沈青崖", "character"),
@@ -38,7 +38,7 @@ QUERIES = [
     ("q4", "沈氏祖传玉佩双鱼佩", "item"),
     ("q5", "承渊历纪年", "lore"),
 ]
-QRELS = {"q1": {"char-1": 2}, "q2": {"loc-1": 1}, "q3": {"loc-2": 1}, "q4": {"item-1": 1}, "q5": {"lore 7/x": 1}}
+QRELS = {"q1": {"char-1": 2}, "q2": {"loc-1": 1}, "q3": {"loc-2": 1}, "q4": {"item-1": 1}, "q5": {"lore/7#x": 1}}
 
 
 @pytest.fixture
@@ -112,9 +112,10 @@ async def test_quality_run_writes_results_and_reuses_the_collection(
     assert "| bm25 | 1.0000 |" in (out / "results.md").read_text()
 
     trec = read_trec(out / "bm25.trec")
-    assert trec["q5"][0][0] == "lore 7/x"  # the original id, not the store's
+    assert trec["q5"][0][0] == "lore/7#x"  # the original id, not the store's
     lines = (out / "hybrid.trec").read_text().splitlines()
-    assert all(len(line.split(" ")) == 6 and line.split(" ")[1] == "Q0" for line in lines if "lore 7/x" not in line)
+    assert lines and all(len(line.split(" ")) == 6 and line.split(" ")[1] == "Q0" for line in lines)
+    assert [line.split(" ")[3] for line in lines if line.startswith("q1 ")] == ["1", "2", "3", "4", "5", "6"]
 
     again = await run_quality(
         QualityConfig(dataset=tiny_beir, out=tmp_path / "again", modes=("hybrid",), limit_queries=2, quiet=True),
@@ -126,6 +127,14 @@ async def test_quality_run_writes_results_and_reuses_the_collection(
     assert again.summary["dataset"]["queries_evaluated"] == 2
     assert again.summary["config"]["fusion"]["k"] == 5
     assert again.comparison is None
+
+
+@pytest.mark.integration
+async def test_ids_with_whitespace_are_refused_before_any_work(settings: Settings, tmp_path: Path) -> None:
+    write_beir(tmp_path / "ds", [CorpusDoc("doc 1", "正文")], [Query("q1", "正文")], {"q1": {"doc 1": 1}})
+    config = QualityConfig(dataset=tmp_path / "ds", out=tmp_path / "out", quiet=True)
+    with pytest.raises(DatasetError, match="whitespace"):
+        await run_quality(config, settings, encoder=HashingEncoder())
 
 
 @pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numpy as np
+
 import pytest
 from rank_bm25 import BM25Okapi
 
@@ -77,7 +77,7 @@ async def test_reingest_replaces_chunks_and_statistics(
         assert await pipeline.store.count() == 1 and pipeline.stats.n_docs == 1
         again = await pipeline.ingest([short])
         assert (again.chunks, again.removed_chunks) == (1, 0)
-        expected_terms = set(pipeline.sparse.tokenizer.tokenize(index_text("长文", "只剩一句。")))
+        expected_terms = set(pipeline.sparse.tokenizer.tokenize(index_text("长文", "只剩一句。", (), 2)))
         assert pipeline.stats.n_docs == 1 and set(pipeline.stats.df) == expected_terms
     finally:
         await pipeline.close()
@@ -105,7 +105,7 @@ async def test_milvus_sparse_scores_equal_rank_bm25_across_upserts_and_deletes(
         }
         ids = sorted(live)
         tok = pipeline.sparse.tokenizer
-        corpus = [tok.tokenize(index_text(f"段落{i[1:]}", live[i])) for i in ids]
+        corpus = [tok.tokenize(index_text(f"段落{i[1:]}", live[i], (), 2)) for i in ids]
         oracle = BM25Okapi(corpus)
         assert pipeline.stats.n_docs == len(ids)
         assert pipeline.stats.total_len == sum(len(c) for c in corpus)
@@ -201,7 +201,10 @@ async def test_collection_of_another_model_is_refused(settings: Settings) -> Non
 
 
 @pytest.mark.unit
-def test_index_text_prefixes_title() -> None:
+def test_index_text_prefixes_title_and_aliases() -> None:
     assert index_text("标题", "正文") == "标题\n正文"
     assert index_text("", "正文") == "正文"
-    assert isinstance(np.zeros(1), np.ndarray)
+    assert (
+        index_text("沈青崖", "正文", ("断剑客", "青崖"), 2)
+        == "沈青崖（断剑客、青崖）\n沈青崖（断剑客、青崖）\n正文"
+    )

@@ -1,0 +1,590 @@
+"""The intent head: a small softmax classifier on the query embedding the pipeline already computed.
+
+No second encoder pass: the input is the one L2-normalised query vector (m3e-small, 512 dims).
+The head is linear (`hidden=0`) or has one ReLU hidden layer, and is trained here in numpy:
+
+* **focal loss** ``FL = -alpha_y (1 - p_y)^gamma log p_y`` (Lin et al. 2017); ``gamma = 0`` is
+  exactly (weighted) cross-entropy, so the same code path covers both;
+* **class weights** ``alpha`` for the long tail: inverse, inverse square root, or the "effective
+  number of samples" ``(1 - beta) / (1 - beta^n)`` of Cui et al. 2019, normalised to mean 1 per
+  sample so the learning rate means the same whatever the scheme;
+* Adam with decoupled weight decay (AdamW), mini-batches, optional dropout on the input and on
+  the hidden layer;
+* early stopping on validation **macro-F1** (ties broken by validation loss), restoring the best
+  epoch's weights;
+* everything drawn from one ``numpy.random.Generator`` seeded by the config: same data, same seed,
+  same weights.
+
+Inputs are standardised per dimension during training (embeddings of one model crowd into a narrow
+cone, so raw coordinates differ little between classes); the standardisation is folded into the
+first layer when the classifier is built, so inference is a plain matmul. Inference can run with
+INT8 weights quantised per output row (symmetric, one float scale per row): the file stays
+float32 and quantisation happens at load, so one trained head serves both precisions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.routing.report import macro_f1
+
+FloatArray = npt.NDArray[np.floating[Any]]
+IntArray = npt.NDArray[np.int64]
+Precision = Literal["fp32", "int8"]
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "head.npz"
+LABELS_FILE = "labels.json"
+META_FILE = "meta.json"
+CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt", "effective")
+
+
+class ModelMismatch(ValueError):
+    """The classifier was trained on vectors of another embedding model (or dimension)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run; every field is recorded with the trained head."""
+
+    hidden: int = 0
+    """Units of the one hidden layer; 0 means a linear softmax head."""
+    epochs: int = 300
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-3
+    """Decoupled (AdamW) decay of the weight matrices; biases are not decayed."""
+    dropout: float = 0.0
+    """Dropout on the hidden activations (ignored when hidden == 0)."""
+    input_dropout: float = 0.0
+    gamma: float = 0.0
+    """Focal-loss focusing parameter; 0 is cross-entropy."""
+    class_weighting: str = "inverse_sqrt"
+    effective_beta: float = 0.999
+    patience: int = 30
+    """Epochs without a better validation score before stopping."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden < 0:
+            raise ValueError("hidden must be >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError("learning_rate must be a positive number")
+        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise ValueError("weight_decay must be >= 0")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.input_dropout < 1.0):
+            raise ValueError("dropout rates must lie in [0, 1)")
+        if self.gamma < 0 or not math.isfinite(self.gamma):
+            raise ValueError("gamma must be >= 0")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}")
+        if not 0.0 < self.effective_beta < 1.0:
+            raise ValueError("effective_beta must lie in (0, 1)")
+
+
+# -- loss, weights, split ----------------------------------------------------------------------
+
+
+def log_softmax(logits: FloatArray) -> FloatArray:
+    """Row-wise log-softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def focal_loss(
+    logits: FloatArray,
+    targets: IntArray | Sequence[int],
+    gamma: float = 0.0,
+    sample_weights: FloatArray | None = None,
+) -> tuple[float, FloatArray]:
+    """Weighted-mean focal loss and its gradient with respect to the logits.
+
+    ``loss = sum_i w_i * -(1 - p_i)^gamma * log p_i / sum_i w_i`` with p_i the softmax probability
+    of sample i's target (the normalisation PyTorch's weighted cross-entropy uses). With
+    ``gamma = 0`` both value and gradient are those of cross-entropy, computed by the same
+    expressions: ``d loss / d z = w (p - onehot) / sum w``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
+    if z.ndim != 2 or y.shape != (z.shape[0],):
+        raise ValueError("logits must be (n, classes) and targets (n,)")
+    n = z.shape[0]
+    w = np.ones(n) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
+    total = float(w.sum())
+    if n == 0 or total <= 0:
+        raise ValueError("focal loss needs at least one sample with positive weight")
+    log_probs = log_softmax(z)
+    probs = np.exp(log_probs)
+    rows = np.arange(n)
+    log_pt = log_probs[rows, y]
+    pt = probs[rows, y]
+    # 1 - p via expm1 keeps precision when p is close to 1 (confident, correct samples).
+    one_minus = -np.expm1(log_pt)
+    modulator = one_minus**gamma
+    losses = -modulator * log_pt
+    # d/dz_j of -(1-p)^g log p  =  [g (1-p)^(g-1) p log p - (1-p)^g] (onehot_j - p_j).
+    # For g = 0 the bracket is exactly -1; the clip only guards 0^(negative) when p == 1.
+    bracket = gamma * np.maximum(one_minus, 1e-12) ** (gamma - 1.0) * pt * log_pt - modulator if gamma else -modulator
+    onehot = np.zeros_like(z)
+    onehot[rows, y] = 1.0
+    grad = (bracket * w / total)[:, None] * (onehot - probs)
+    return float((w * losses).sum() / total), grad
+
+
+def class_weights(counts: Sequence[int] | IntArray, scheme: str = "inverse_sqrt", beta: float = 0.999) -> FloatArray:
+    """Per-class loss weights, normalised so the mean weight over all samples is 1.
+
+    Classes with no samples get weight 0 (they never appear in the loss anyway).
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or (n < 0).any():
+        raise ValueError("counts must be a 1-D array of non-negative numbers")
+    present = n > 0
+    raw = np.zeros_like(n)
+    if scheme == "none":
+        raw[present] = 1.0
+    elif scheme == "inverse":
+        raw[present] = 1.0 / n[present]
+    elif scheme == "inverse_sqrt":
+        raw[present] = 1.0 / np.sqrt(n[present])
+    elif scheme == "effective":
+        raw[present] = (1.0 - beta) / (1.0 - beta ** n[present])
+    else:
+        raise ValueError(f"unknown class weighting {scheme!r}; choose from {CLASS_WEIGHTINGS}")
+    total = float((raw * n).sum())
+    if total <= 0:
+        raise ValueError("no class has any sample")
+    return raw * n.sum() / total
+
+
+def stratified_split(labels: Sequence[int] | IntArray, fraction: float, seed: int) -> tuple[IntArray, IntArray]:
+    """Indices (train, validation) holding out about `fraction` of every class.
+
+    A class keeps at least one training sample; a class with a single sample stays in training.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError("validation fraction must lie in [0, 1)")
+    y = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        take = min(max(1, round(fraction * len(members))), len(members) - 1) if fraction > 0 else 0
+        if take > 0:
+            val.extend(rng.permutation(members)[:take].tolist())
+    val_idx = np.array(sorted(val), dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(y)), val_idx).astype(np.int64)
+    return train_idx, val_idx
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+def quantize_rows(weight: FloatArray) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Symmetric INT8 per output row: ``weight[r] ~= q[r] * scale[r]``, q in [-127, 127]."""
+    w = np.asarray(weight, dtype=np.float32)
+    peak = np.abs(w).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """``y = x @ weight.T * scale + bias``; weight is (out, in), float32 or int8 with a row scale."""
+
+    weight: npt.NDArray[Any]
+    bias: npt.NDArray[np.float32]
+    scale: npt.NDArray[np.float32] | None = None
+
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Apply to a (n, in) batch."""
+        # numpy widens int8 to float32 inside the product; the row scale is applied afterwards.
+        out = x @ self.weight.T
+        if self.scale is not None:
+            out = out * self.scale
+        return out + self.bias  # type: ignore[no-any-return]
+
+    def quantized(self) -> DenseLayer:
+        """This layer with INT8 per-row weights (itself if already quantised)."""
+        if self.scale is not None:
+            return self
+        q, scale = quantize_rows(self.weight)
+        return DenseLayer(q, self.bias, scale)
+
+
+@dataclass(frozen=True)
+class IntentPrediction:
+    """The most probable intent of one query and its softmax probability."""
+
+    label: str
+    index: int
+    confidence: float
+
+
+class IntentClassifier:
+    """A trained head: layers (ReLU between them), its labels and the embedding model it expects."""
+
+    def __init__(
+        self,
+        layers: Sequence[DenseLayer],
+        labels: Sequence[str],
+        model_id: str,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        if not layers:
+            raise ValueError("a classifier needs at least one layer")
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ValueError("labels must be at least two distinct names")
+        if layers[-1].weight.shape[0] != len(labels):
+            raise ValueError(f"last layer has {layers[-1].weight.shape[0]} outputs for {len(labels)} labels")
+        for first, second in zip(layers, layers[1:], strict=False):
+            if first.weight.shape[0] != second.weight.shape[1]:
+                raise ValueError("layer shapes do not chain")
+        self.layers = tuple(layers)
+        self.labels = tuple(labels)
+        self.model_id = model_id
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._index = {label: i for i, label in enumerate(self.labels)}
+
+    @property
+    def dim(self) -> int:
+        """Input (embedding) dimension."""
+        return int(self.layers[0].weight.shape[1])
+
+    @property
+    def precision(self) -> Precision:
+        """'int8' when the weights are quantised."""
+        return "int8" if self.layers[0].scale is not None else "fp32"
+
+    def index_of(self, label: str) -> int:
+        """Class index of a label; KeyError when unknown."""
+        return self._index[label]
+
+    def logits(self, vectors: FloatArray) -> npt.NDArray[np.float32]:
+        """Raw scores, (n, classes), for (n, dim) or (dim,) input."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim}, got shape {np.shape(vectors)}")
+        for layer in self.layers[:-1]:
+            x = np.maximum(layer(x), 0.0)
+        return self.layers[-1](x)
+
+    def predict_proba(self, vectors: FloatArray) -> npt.NDArray[np.float32]:
+        """Softmax probabilities, (n, classes)."""
+        z = self.logits(vectors)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+    def predict(self, vectors: FloatArray) -> tuple[IntArray, npt.NDArray[np.float32]]:
+        """Class index and its probability for every row."""
+        p = self.predict_proba(vectors)
+        idx = p.argmax(axis=1)
+        return idx.astype(np.int64), p[np.arange(len(idx)), idx]
+
+    def classify(self, vector: FloatArray) -> IntentPrediction:
+        """The top intent of one query vector (the router's per-request call)."""
+        z = self.logits(vector)[0]
+        i = int(z.argmax())
+        confidence = float(1.0 / np.exp(z - z[i]).sum())
+        return IntentPrediction(self.labels[i], i, confidence)
+
+    def quantized(self) -> IntentClassifier:
+        """A copy with INT8 per-row weights."""
+        return IntentClassifier([layer.quantized() for layer in self.layers], self.labels, self.model_id, self.meta)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path, meta: Mapping[str, Any] | None = None) -> None:
+        """Write head.npz (float32 weights), labels.json and meta.json into `directory`."""
+        if self.precision != "fp32":
+            raise ValueError("save the float32 classifier; INT8 is derived at load time")
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for i, layer in enumerate(self.layers):
+            arrays[f"w{i}"] = layer.weight
+            arrays[f"b{i}"] = layer.bias
+        np.savez(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
+        (directory / LABELS_FILE).write_text(
+            json.dumps({"labels": list(self.labels)}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+        full = {
+            **self.meta,
+            **(meta or {}),
+            "format": FORMAT_VERSION,
+            "embedding_model_id": self.model_id,
+            "dim": self.dim,
+            "classes": len(self.labels),
+            "layers": len(self.layers),
+        }
+        (directory / META_FILE).write_text(
+            json.dumps(full, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        self.meta = {k: v for k, v in full.items()}
+
+    @classmethod
+    def load(cls, directory: Path, *, model_id: str, precision: Precision = "fp32") -> IntentClassifier:
+        """Read a saved head; refuses one trained on another embedding model (`ModelMismatch`)."""
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision must be 'fp32' or 'int8', not {precision!r}")
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+            labels = json.loads((directory / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{directory}: not a trained intent classifier ({exc})") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported classifier format {meta.get('format')!r}")
+        trained_on = meta.get("embedding_model_id")
+        if trained_on != model_id:
+            raise ModelMismatch(
+                f"{directory}: classifier was trained on embeddings of {trained_on!r}, "
+                f"but queries are embedded by {model_id!r}; retrain it (`intents train`)"
+            )
+        with np.load(directory / WEIGHTS_FILE) as data:
+            count = int(meta.get("layers", 0))
+            if count < 1 or any(f"w{i}" not in data or f"b{i}" not in data for i in range(count)):
+                raise ValueError(f"{directory}: {WEIGHTS_FILE} lacks the layers meta.json lists")
+            layers = [
+                DenseLayer(
+                    np.ascontiguousarray(data[f"w{i}"], dtype=np.float32),
+                    np.ascontiguousarray(data[f"b{i}"], dtype=np.float32),
+                )
+                for i in range(count)
+            ]
+        classifier = cls(layers, [str(label) for label in labels], str(trained_on), meta)
+        if classifier.dim != meta.get("dim"):
+            raise ModelMismatch(f"{directory}: weights are {classifier.dim}-d, meta says {meta.get('dim')}")
+        return classifier.quantized() if precision == "int8" else classifier
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Loss and validation score after one epoch."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_macro_f1: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The trained classifier (best epoch) and how training went."""
+
+    classifier: IntentClassifier
+    config: TrainConfig
+    history: tuple[EpochStats, ...]
+    best_epoch: int
+    best_val_macro_f1: float | None
+    seconds: float
+    stopped_early: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Params:
+    weights: list[npt.NDArray[np.float64]]  # (in, out) each
+    biases: list[npt.NDArray[np.float64]]
+
+    def copy(self) -> _Params:
+        return _Params([w.copy() for w in self.weights], [b.copy() for b in self.biases])
+
+
+def _forward(
+    params: _Params, x: npt.NDArray[np.float64], rng: np.random.Generator | None, config: TrainConfig
+) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.float64]], list[npt.NDArray[np.float64] | None]]:
+    """Logits plus what backprop needs: each layer's input and its dropout mask (None: no dropout)."""
+    inputs: list[npt.NDArray[np.float64]] = []
+    masks: list[npt.NDArray[np.float64] | None] = []
+    h = x
+    last = len(params.weights) - 1
+    for i, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
+        rate = config.input_dropout if i == 0 else config.dropout
+        mask = None
+        if rng is not None and rate > 0:
+            # Inverted dropout: scale at training time so inference needs no change.
+            mask = (rng.random(h.shape) >= rate) / (1.0 - rate)
+            h = h * mask
+        inputs.append(h)
+        masks.append(mask)
+        h = h @ w + b
+        if i < last:
+            h = np.maximum(h, 0.0)
+    return h, inputs, masks
+
+
+def _backward(
+    params: _Params,
+    inputs: list[npt.NDArray[np.float64]],
+    masks: list[npt.NDArray[np.float64] | None],
+    grad_logits: npt.NDArray[np.float64],
+) -> _Params:
+    grads_w: list[npt.NDArray[np.float64]] = [np.empty(0)] * len(params.weights)
+    grads_b: list[npt.NDArray[np.float64]] = [np.empty(0)] * len(params.weights)
+    g = grad_logits
+    for i in range(len(params.weights) - 1, -1, -1):
+        grads_w[i] = inputs[i].T @ g
+        grads_b[i] = g.sum(axis=0)
+        if i > 0:
+            g = g @ params.weights[i].T
+            mask = masks[i]
+            if mask is not None:
+                g = g * mask
+            # inputs[i] is the (dropped-out) ReLU output; its zeros are where the ReLU was off.
+            g = g * (inputs[i] > 0)
+    return _Params(grads_w, grads_b)
+
+
+def _init_params(dim: int, classes: int, config: TrainConfig, rng: np.random.Generator) -> _Params:
+    sizes = [dim, config.hidden, classes] if config.hidden else [dim, classes]
+    weights, biases = [], []
+    for fan_in, fan_out in zip(sizes, sizes[1:], strict=False):
+        # He init before a ReLU, Glorot for the softmax layer.
+        std = math.sqrt(2.0 / fan_in) if fan_out != classes else math.sqrt(2.0 / (fan_in + fan_out))
+        weights.append(rng.normal(0.0, std, size=(fan_in, fan_out)))
+        biases.append(np.zeros(fan_out))
+    return _Params(weights, biases)
+
+
+def _build_classifier(
+    params: _Params, mean: npt.NDArray[np.float64], std: npt.NDArray[np.float64], labels: Sequence[str], model_id: str
+) -> IntentClassifier:
+    # Fold standardisation into layer 0: ((x - m) / s) @ W + b == x @ (W / s) + (b - (m / s) @ W).
+    w0 = params.weights[0] / std[:, None]
+    b0 = params.biases[0] - (mean / std) @ params.weights[0]
+    weights = [w0, *params.weights[1:]]
+    biases = [b0, *params.biases[1:]]
+    layers = [
+        DenseLayer(np.ascontiguousarray(w.T, dtype=np.float32), np.asarray(b, dtype=np.float32))
+        for w, b in zip(weights, biases, strict=True)
+    ]
+    return IntentClassifier(layers, labels, model_id)
+
+
+def train_classifier(
+    x_train: FloatArray,
+    y_train: IntArray | Sequence[int],
+    labels: Sequence[str],
+    *,
+    model_id: str,
+    config: TrainConfig | None = None,
+    x_val: FloatArray | None = None,
+    y_val: IntArray | Sequence[int] | None = None,
+) -> TrainResult:
+    """Train a head on embeddings; with a validation set, keep the epoch of best macro-F1."""
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    x = np.asarray(x_train, dtype=np.float64)
+    y = np.asarray(y_train, dtype=np.int64)
+    classes = len(labels)
+    if x.ndim != 2 or y.shape != (x.shape[0],) or x.shape[0] == 0:
+        raise ValueError("x_train must be (n, dim) with n >= 1 and y_train (n,)")
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"training labels must lie in [0, {classes})")
+    if not np.isfinite(x).all():
+        raise ValueError("training vectors contain NaN or infinity")
+    has_val = x_val is not None and y_val is not None and len(y_val) > 0
+    if has_val:
+        xv = np.asarray(x_val, dtype=np.float64)
+        yv = np.asarray(y_val, dtype=np.int64)
+        if xv.ndim != 2 or xv.shape[1] != x.shape[1] or yv.shape != (xv.shape[0],):
+            raise ValueError("validation vectors must match the training dimension")
+        if yv.min() < 0 or yv.max() >= classes:
+            raise ValueError(f"validation labels must lie in [0, {classes})")
+
+    rng = np.random.default_rng(config.seed)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    xs = (x - mean) / std
+    xvs = (xv - mean) / std if has_val else None
+
+    counts = np.bincount(y, minlength=classes)
+    alpha = class_weights(counts, config.class_weighting, config.effective_beta)
+    sample_w = alpha[y]
+    val_w = alpha[yv] if has_val else None
+    if has_val and val_w is not None and val_w.sum() <= 0:
+        val_w = np.ones(len(yv))  # a validation class absent from training: score it unweighted
+
+    params = _init_params(x.shape[1], classes, config, rng)
+    m = [np.zeros_like(p) for p in [*params.weights, *params.biases]]
+    v = [np.zeros_like(p) for p in [*params.weights, *params.biases]]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    step = 0
+    n_weights = len(params.weights)
+
+    history: list[EpochStats] = []
+    best = params.copy()
+    best_key: tuple[float, float] | None = None
+    best_epoch = 0
+    since_best = 0
+    stopped_early = False
+    n = x.shape[0]
+    for epoch in range(1, config.epochs + 1):
+        order = rng.permutation(n)
+        losses: list[float] = []
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            logits, inputs, masks = _forward(params, xs[idx], rng, config)
+            loss, grad = focal_loss(logits, y[idx], config.gamma, sample_w[idx])
+            losses.append(loss * float(sample_w[idx].sum()))
+            grads = _backward(params, inputs, masks, grad)
+            step += 1
+            flat_p = [*params.weights, *params.biases]
+            flat_g = [*grads.weights, *grads.biases]
+            lr_t = config.learning_rate * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+            for k, (p, g) in enumerate(zip(flat_p, flat_g, strict=True)):
+                m[k] = beta1 * m[k] + (1 - beta1) * g
+                v[k] = beta2 * v[k] + (1 - beta2) * g * g
+                if k < n_weights and config.weight_decay:
+                    p -= config.learning_rate * config.weight_decay * p  # decoupled: not in the moments
+                p -= lr_t * m[k] / (np.sqrt(v[k]) + eps)
+        train_loss = float(sum(losses) / sample_w.sum())
+
+        if has_val and xvs is not None and val_w is not None:
+            logits, _, _ = _forward(params, xvs, None, config)
+            val_loss, _ = focal_loss(logits, yv, config.gamma, val_w)
+            val_f1 = macro_f1(yv, logits.argmax(axis=1), classes)
+            history.append(EpochStats(epoch, train_loss, val_loss, val_f1))
+            key = (val_f1, -val_loss)
+            if best_key is None or key > best_key:
+                best_key, best, best_epoch, since_best = key, params.copy(), epoch, 0
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    stopped_early = True
+                    break
+        else:
+            history.append(EpochStats(epoch, train_loss, None, None))
+            best, best_epoch = params, epoch
+
+    classifier = _build_classifier(best, mean, std, labels, model_id)
+    return TrainResult(
+        classifier=classifier,
+        config=config,
+        history=tuple(history),
+        best_epoch=best_epoch,
+        best_val_macro_f1=best_key[0] if best_key is not None else None,
+        seconds=time.perf_counter() - started,
+        stopped_early=stopped_early,
+        info={"train_samples": int(n), "class_weights": alpha.round(6).tolist()},
+    )
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as JSON-ready dict (for meta.json)."""
+    return asdict(config)

@@ -1,0 +1,227 @@
+"""The load tool: loopback only, bounded by time and count, cached vs uncached; then the real API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eval.cli import main
+from eval.latency import (
+    LatencyConfig,
+    NotLoopback,
+    Sample,
+    check_ready,
+    load_query_texts,
+    require_loopback,
+    run_latency,
+    summarise,
+    write_latency,
+)
+from retrieval.encoders.build import is_complete
+from retrieval.settings import PROJECT_ROOT, load_settings
+from tests.conftest import CMRC_DEV
+
+URL = "http://127.0.0.1:9"  # never contacted: the mock transport answers
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:8000", "https://127.9.9.9"])
+def test_loopback_urls_are_accepted(url: str) -> None:
+    assert require_loopback(url) == url.rstrip("/")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8000", "http://192.168.1.2", "http://example.com", "http://0.0.0.0:80", "ftp://127.0.0.1"]
+)
+def test_other_targets_are_refused(url: str) -> None:
+    with pytest.raises(NotLoopback):
+        require_loopback(url)
+
+
+@pytest.mark.unit
+def test_a_run_needs_a_bound() -> None:
+    with pytest.raises(ValueError, match="duration, a request count"):
+        LatencyConfig(url=URL, concurrency=1, queries=("q",))
+    assert LatencyConfig(url=URL, concurrency=1, queries=("q",), requests=5).time_limit_s > 0
+    assert LatencyConfig(url=URL, concurrency=1, queries=("q",), mode="dense", requests=1).budget == 400.0
+
+
+@pytest.mark.unit
+def test_summary_splits_cached_and_uncached_and_judges_the_budget() -> None:
+    samples = [Sample(float(ms), 200, True, cache_hit=False) for ms in range(100, 200)]
+    samples += [Sample(1.0, 200, True, cache_hit=True, cache_tier="exact")] * 20
+    samples += [Sample(5.0, 503, True, error="not ready")] * 2
+    summary = summarise(samples, wall_s=2.0, budget_ms=195.0, max_error_rate=0.01)
+    assert summary["latency_ms"]["cached"]["count"] == 20
+    assert summary["latency_ms"]["uncached"]["count"] == 100
+    assert summary["latency_ms"]["uncached"]["p50_ms"] == pytest.approx(149.5)
+    assert summary["errors"] == 2 and summary["error_kinds"] == {"HTTP 503": 2}
+    assert summary["qps"] == 60.0
+    assert summary["within_budget"] and not summary["passed"]  # 2 of 122 requests failed: over 1%
+
+
+def _mock(delay_s: float = 0.0, *, hit_every: int = 0) -> tuple[httpx.MockTransport, list[dict[str, object]]]:
+    bodies: list[dict[str, object]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        await asyncio.sleep(delay_s)
+        hit = bool(hit_every) and len(bodies) % hit_every == 0
+        return httpx.Response(
+            200, json={"hits": [], "took_ms": 1.5, "cache": {"hit": hit, "tier": "exact" if hit else None}}
+        )
+
+    return httpx.MockTransport(handler), bodies
+
+
+@pytest.mark.unit
+async def test_request_count_is_a_hard_bound() -> None:
+    transport, bodies = _mock(hit_every=3)
+    config = LatencyConfig(url=URL, concurrency=3, queries=("甲", "乙"), requests=7, cache="mixed", mode="sparse")
+    result = await run_latency(config, transport=transport)
+    assert len(result.samples) == len(bodies) == 7
+    assert [b["cache"] for b in bodies] == [True, False, True, False, True, False, True]
+    assert {b["mode"] for b in bodies} == {"sparse"}
+    assert {b["query"] for b in bodies} == {"甲", "乙"}
+    assert result.summary["latency_ms"]["cached"]["count"] == 2
+    assert result.passed and result.stopped_by == "requests"
+
+
+@pytest.mark.unit
+async def test_duration_is_a_hard_bound(tmp_path: Path) -> None:
+    transport, bodies = _mock(delay_s=0.02)
+    config = LatencyConfig(url=URL, concurrency=2, queries=("甲",), duration_s=0.3)
+    started = time.perf_counter()
+    result = await run_latency(config, transport=transport)
+    assert time.perf_counter() - started < 1.0
+    assert result.stopped_by == "duration" and 4 <= len(result.samples) <= 40
+    paths = write_latency(result, tmp_path)
+    raw = json.loads(paths[1].read_text())
+    assert len(raw["samples"]) == len(result.samples)
+    assert json.loads(paths[0].read_text())["config"]["queries"] == 1
+
+
+@pytest.mark.unit
+def test_query_files_jsonl_and_plain(tmp_path: Path) -> None:
+    (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "沈青崖是谁"}\n\n{"query": "玄霜城"}\n')
+    (tmp_path / "q.txt").write_text("一\n\n二\n")
+    assert load_query_texts(tmp_path / "q.jsonl") == ["沈青崖是谁", "玄霜城"]
+    assert load_query_texts(tmp_path / "q.txt") == ["一", "二"]
+    with pytest.raises(FileNotFoundError):
+        load_query_texts(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.unit
+def test_cli_refuses_remote_targets_and_missing_query_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["latency", "--url", "http://10.1.2.3:8000", "--requests", "1", "--queries", __file__]) == 2
+    assert "loopback" in capsys.readouterr().err
+    missing = str(tmp_path / "none.jsonl")
+    assert main(["latency", "--url", "http://127.0.0.1:9", "--requests", "1", "--queries", missing]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# -- against the real API ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The real API (real model, real Milvus Lite) as a subprocess on a free loopback port.
+
+    A small knowledge base keeps start-up short; the model build is copied from the project's
+    data folder when one is there, otherwise the server builds it (slow, once).
+    """
+    root = tmp_path_factory.mktemp("live-api")
+    data = root / "data"
+    built = load_settings(environ={}).model_dir / "m3e-small"
+    if is_complete(built):
+        shutil.copytree(built, data / "models" / "m3e-small")
+    paragraphs = json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"][:12]
+    docs, queries = [], []
+    for article in paragraphs:
+        for p in article["paragraphs"]:
+            docs.append({"id": p["id"], "title": article["title"], "kind": "lore", "text": p["context"]})
+            queries.extend({"_id": qa["id"], "text": qa["question"]} for qa in p["qas"])
+    kb = root / "kb.jsonl"
+    kb.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in docs), encoding="utf-8")
+    queries_path = root / "queries.jsonl"
+    queries_path.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in queries), encoding="utf-8")
+
+    port = _free_port()
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data), "SEARCH_SERVICE_FIXTURES_PATH": str(kb)}
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"API exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
+            try:
+                ready = httpx.get(f"{url}/v1/ready", timeout=2, trust_env=False)
+                if ready.status_code == 200:
+                    break
+                if "failed" in ready.text:
+                    pytest.fail(f"API start-up failed: {ready.text}")
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"API not ready in 240 s:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, queries_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+async def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_path: Path) -> None:
+    url, queries_path = live_api
+    await check_ready(url)
+    config = LatencyConfig(
+        url=url, concurrency=4, queries=tuple(load_query_texts(queries_path)), requests=60, duration_s=30, warmup=2
+    )
+    result = await run_latency(config)
+    assert len(result.samples) == 60 and result.stopped_by == "requests"
+    assert result.summary["errors"] == 0, result.summary["error_kinds"]
+    assert result.summary["latency_ms"]["all"]["count"] == 60
+    assert result.summary["qps"] > 0
+    assert all(s.server_took_ms is not None and s.server_took_ms <= s.latency_ms for s in result.samples)
+
+    out = tmp_path / "load"
+    args = ["latency", "--url", url, "--concurrency", "2", "--requests", "20", "--duration", "20",
+            "--queries", str(queries_path), "--mode", "dense", "--cache", "mixed", "--out", str(out)]
+    assert main(args) == 0
+    written = json.loads((out / "latency.json").read_text())
+    assert written["requests"] == 20 and written["config"]["mode"] == "dense" and written["budget_ms"] == 400.0
+    assert len(json.loads((out / "latency_raw.json").read_text())["samples"]) == 20
+    # An impossible budget must fail the run (exit status 1), as CI would see it.
+    assert main([*args[:-2], "--budget-ms", "0.001"]) == 1

@@ -310,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # jieba logs its dictionary loading at DEBUG through a handler of its own; keep it out of ours.
+    logging.getLogger("jieba").propagate = False
     try:
         return int(args.func(args))
     except (UsageError, DatasetError, NotLoopback, RoutingUnavailable, FileNotFoundError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -10,7 +11,8 @@ from pathlib import Path
 from retrieval.documents import lexicon_from, read_jsonl
 from retrieval.encoders.build import BuiltModel, ensure_model
 from retrieval.encoders.local import OnnxEncoder
-from retrieval.encoders.protocol import Encoder
+from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable
+from retrieval.encoders.remote import RemoteEncoder
 from retrieval.fusion import WeightedRRF
 from retrieval.pipeline import PipelineConfig, SearchPipeline
 from retrieval.settings import PROJECT_ROOT, Settings
@@ -50,6 +52,23 @@ def local_encoder(settings: Settings, model: BuiltModel) -> OnnxEncoder:
         batch_window_ms=settings.model.batch_window_ms,
         max_batch=settings.model.max_batch,
     )
+
+
+async def wait_for_remote(
+    encoder: RemoteEncoder, on_wait: Callable[[str], None], poll_s: float = 2.0
+) -> None:
+    """Block until a remote encoder knows its dimension (needed to open or create a collection).
+
+    With EMBEDDING_API_DIM set this returns at once, so the service starts (degraded) even while
+    the embedding service is down; otherwise it polls the service's health endpoint.
+    """
+    while True:
+        try:
+            await encoder.discover_dim()
+            return
+        except (EncoderUnavailable, EncoderRejected) as exc:
+            on_wait(f"waiting for the embedding service: {exc}")
+            await asyncio.sleep(poll_s)
 
 
 def lexicon_paths(settings: Settings) -> list[Path]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from retrieval.chunking import chunk_text
 from retrieval.documents import Document
-from retrieval.encoders.protocol import Encoder, EncoderUnavailable, Vectors
+from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable, Vectors
 from retrieval.fusion import FusedHit, WeightedRRF
 from retrieval.sparse.bm25 import Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
@@ -279,10 +279,12 @@ class SearchPipeline:
             t0 = time.perf_counter()
             try:
                 vector = await self.embed_query(query)
-            except EncoderUnavailable:
+            except (EncoderUnavailable, EncoderRejected) as exc:
                 if mode is SearchMode.DENSE:
                     raise
-                degraded = True  # keep answering from BM25 alone
+                # Keep answering from BM25 alone; the response says so.
+                logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
+                degraded = True
             timings["encode_ms"] = (time.perf_counter() - t0) * 1000
 
         async def dense(query_vec: Vectors) -> None:

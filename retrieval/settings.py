@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from retrieval.encoders.factory import remote_config_from_env
+from retrieval.encoders.remote import RemoteEncoderConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 
@@ -115,7 +118,12 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """All settings, one section per role."""
+    """All settings, one section per role.
+
+    `remote_encoder` is set when EMBEDDING_PROVIDER names a remote service (ollama, openai); it
+    is read from the EMBEDDING_* variables of the design documents, see
+    `retrieval.encoders.factory.remote_config_from_env`.
+    """
 
     service: ServiceSettings = field(default_factory=ServiceSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -125,6 +133,7 @@ class Settings:
     fusion: FusionSettings = field(default_factory=FusionSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    remote_encoder: RemoteEncoderConfig | None = None
 
     @property
     def milvus_uri(self) -> str:
@@ -223,4 +232,4 @@ def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | 
     unknown = set(merged) - set(sections)
     if unknown:
         raise ValueError(f"unknown settings section(s): {sorted(unknown)}")
-    return Settings(**built)
+    return Settings(**built, remote_encoder=remote_config_from_env(env))

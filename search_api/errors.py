@@ -11,6 +11,7 @@ from litestar.exceptions import ClientException, HTTPException, NotFoundExceptio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from retrieval.documents import InvalidDocument
+from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable
 from retrieval.store.filters import InvalidFilter
 from retrieval.store.protocol import StoreError, StoreUnavailable
 from search_api.schemas import ErrorBody
@@ -99,6 +100,10 @@ def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         status, code, message, field = 400, "invalid_filter", str(exc), f"filters.{exc.field}"
     elif isinstance(exc, InvalidDocument):
         status, code, message, field = 400, "invalid_document", str(exc), exc.field
+    elif isinstance(exc, EncoderUnavailable):
+        status, code, message, field = 503, "encoder_unavailable", str(exc), None
+    elif isinstance(exc, EncoderRejected):
+        status, code, message, field = 502, "encoder_rejected", str(exc), None
     elif isinstance(exc, StoreUnavailable):
         status, code, message, field = 503, "store_unavailable", str(exc), None
     elif isinstance(exc, StoreError):

@@ -137,3 +137,4 @@ class Readiness(Body):
     store: dict[str, Any]
     cache: dict[str, Any]
     detail: str | None = None
+    degraded: bool = False

@@ -7,8 +7,15 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.protocol import Encoder
-from retrieval.engine import ensure_built_model, ingest_fixtures, local_encoder, open_pipeline
+from retrieval.engine import (
+    ensure_built_model,
+    ingest_fixtures,
+    local_encoder,
+    open_pipeline,
+    wait_for_remote,
+)
 from retrieval.pipeline import SearchPipeline
 from retrieval.settings import Settings
 from search_api.errors import NotReady
@@ -47,6 +54,11 @@ class EngineState:
     async def _start(self) -> None:
         try:
             encoder = self.encoder
+            if encoder is None and self.settings.remote_encoder is not None:
+                remote = remote_encoder(self.settings.remote_encoder)
+                self.phase = "waiting for the embedding service"
+                await wait_for_remote(remote, self._note_wait)
+                encoder = remote
             if encoder is None:
                 self.phase = "building model"
                 model = await asyncio.to_thread(ensure_built_model, self.settings, logger.info)
@@ -58,12 +70,17 @@ class EngineState:
                 await ingest_fixtures(pipeline, self.settings)
             self.pipeline = pipeline
             self.phase = "ready"
+            self.error = None
             logger.info("engine ready: %d chunks", pipeline.stats.n_docs)
         except Exception as exc:
             # Stay alive and report it on /v1/ready rather than dying without a word.
             self.phase = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("engine start-up failed")
+
+    def _note_wait(self, message: str) -> None:
+        self.error = message
+        logger.warning(message)
 
     async def close(self) -> None:
         """Stop start-up if it is still running, then close the pipeline."""

@@ -3,13 +3,15 @@
 Keys (under `key_prefix`):
 
 - `kb_version`: the knowledge-base version, advanced with INCRBY by whichever worker ingests.
-- `e:<digest>`: one hash per cached response {p: payload, v: kb_version, c: cost_ms}, with a TTL.
-  The digest leaves the version out, so a put after an ingest overwrites the stale entry instead
-  of leaving it to age out.
-- `log`: a stream with one record per put that carries a vector (entry id, partition, version,
-  normalised query, entities, float32 vector, expiry). Each worker tails it with XREAD from the
-  last id it saw and appends the rows to its in-process `SemanticIndex`; XADD trims records older
-  than the TTL (MINID), so a worker that starts late replays exactly the entries still alive.
+- `e:<digest>`: one string per cached response, b'<kb_version>:<cost_ms>:' + payload, set with
+  PX = TTL. The digest leaves the version out, so a put after an ingest overwrites the stale
+  entry instead of leaving it to age out.
+- `log`: a stream with one record per put that carries a vector: {m: JSON (entry id, partition,
+  version, normalised query, entities, expiry), x: float32 vector}. Each worker tails it with
+  XREAD from the last id it saw and appends the rows to its in-process `SemanticIndex`; XADD
+  trims records older than the TTL (MINID), so a worker that starts late replays exactly the
+  entries still alive. A worker a full batch behind catches up in a background task on a second
+  connection pool with a lenient timeout, so request-path round trips stay small.
 
 Why the version is read on every lookup instead of cached or pushed by pub/sub: the GET rides in
 the same pipeline as the entry fetch, so it costs no extra round trip, and an ingest in any worker
@@ -80,6 +82,17 @@ _BULK_CHUNK = 1000
 def _first_after_version(flushed: int) -> int:
     """Index of the first reply after the version commands `_queue_version` queued."""
     return 2 if flushed else 1
+
+
+def _pack_entry(version: int, cost_ms: float, payload: bytes) -> bytes:
+    """An entry as one string: b'<kb_version>:<cost_ms>:' + payload (one SET, one GET, one TTL)."""
+    return f"{version}:{float(cost_ms)!r}:".encode("ascii") + payload
+
+
+def _unpack_entry(raw: bytes) -> tuple[int, float, bytes]:
+    """Inverse of `_pack_entry`; raises ValueError on anything else."""
+    version, cost, payload = raw.split(b":", 2)
+    return int(version), float(cost), payload
 
 
 def _fresh_version() -> int:
@@ -238,7 +251,7 @@ class RedisCache:
 
         def commands(pipe: Pipeline) -> tuple[int, bool]:
             flushed = self._queue_version(pipe)
-            pipe.hmget(entry_key, ["p", "v", "c"])
+            pipe.get(entry_key)
             return flushed, self._queue_stream_read(pipe)
 
         got = await self._round_trip("get_exact", commands)
@@ -281,7 +294,7 @@ class RedisCache:
         def commands(pipe: Pipeline) -> tuple[int, bool]:
             flushed = self._queue_version(pipe)
             for entry_id in ids:
-                pipe.hmget(self._entry_prefix + entry_id, ["p", "v", "c"])
+                pipe.get(self._entry_prefix + entry_id)
             return flushed, self._queue_stream_read(pipe)
 
         got = await self._round_trip("get_semantic", commands)
@@ -365,8 +378,17 @@ class RedisCache:
                 for item in chunk:
                     unit = unit_vector(item.vector) if item.vector is not None else None
                     self._queue_put(
-                        pipe, item.key, unit, item.entities, item.payload, item.cost_ms, version, expires_at
+                        pipe,
+                        item.key,
+                        unit,
+                        item.entities,
+                        item.payload,
+                        item.cost_ms,
+                        version,
+                        expires_at,
+                        refresh_log=False,
                     )
+                pipe.pexpire(self._log_key, 2 * self._ttl_ms)
 
             got = await self._round_trip("put_many", commands, bulk=True)
             if got is None:
@@ -536,27 +558,33 @@ class RedisCache:
         cost_ms: float,
         version: int,
         expires_at: float,
+        *,
+        refresh_log: bool = True,
     ) -> None:
-        entry_key = self._entry_prefix + key.digest
-        pipe.hset(entry_key, mapping={"p": payload, "v": version, "c": repr(float(cost_ms))})
-        pipe.pexpire(entry_key, self._ttl_ms)
+        pipe.set(self._entry_prefix + key.digest, _pack_entry(version, cost_ms, payload), px=self._ttl_ms)
         if unit is None:
             return
-        record: dict[FieldT, EncodableT] = {
+        # Two fields, not one per attribute: replaying 50k records is dominated by RESP parsing
+        # in Python, which costs per bulk string.
+        meta = {
             "d": key.digest,
             "part": key.partition,
             "v": version,
             "q": key.query,
-            "ent": json.dumps(sorted(entities), ensure_ascii=False),
-            "exp": repr(expires_at),
-            "vec": unit.astype(np.float32).tobytes(),
+            "ent": sorted(entities),
+            "exp": expires_at,
+        }
+        record: dict[FieldT, EncodableT] = {
+            "m": json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
+            "x": unit.astype(np.float32).tobytes(),
         }
         # MINID trims records older than the TTL: their entries are gone, so the log stays as
         # long as the live cache and a late worker replays only what can still be served.
         oldest = max(0, int(time.time() * 1000) - self._ttl_ms)
         pipe.xadd(self._log_key, record, minid=oldest, approximate=True)
-        # The log outlives entries by one TTL and vanishes with an idle cache.
-        pipe.pexpire(self._log_key, 2 * self._ttl_ms)
+        if refresh_log:
+            # The log outlives entries by one TTL and vanishes with an idle cache.
+            pipe.pexpire(self._log_key, 2 * self._ttl_ms)
 
     # -- internals: local state --------------------------------------------------------------
     def _apply_stream(self, raw: Any, *, follow_up: bool = True) -> int:
@@ -574,21 +602,13 @@ class RedisCache:
                 continue  # already applied (a catch-up and a lookup read overlapping ranges)
             self._last_id, position = record_id, _stream_id(record_id)
             try:
-                version = int(fields[b"v"])
-                expires_at = float(fields[b"exp"])
+                meta = json.loads(fields[b"m"])
+                version, expires_at = int(meta["v"]), float(meta["exp"])
                 if version < self._version or expires_at <= now:
                     continue
-                query = fields[b"q"].decode("utf-8")
-                entities = frozenset(json.loads(fields[b"ent"]))
-                unit = unit_vector(np.frombuffer(fields[b"vec"], dtype=np.float32))
-                self._index.add(
-                    fields[b"d"].decode("ascii"),
-                    fields[b"part"].decode("ascii"),
-                    unit,
-                    guard_signature(query, entities),
-                    version,
-                    expires_at,
-                )
+                unit = unit_vector(np.frombuffer(fields[b"x"], dtype=np.float32))
+                signature = guard_signature(str(meta["q"]), frozenset(meta["ent"]))
+                self._index.add(str(meta["d"]), str(meta["part"]), unit, signature, version, expires_at)
             except (KeyError, ValueError, TypeError) as exc:
                 # A record from another code version or a different embedding dimension.
                 self._warn("query cache: skipped stream record %r (%s)", record_id, exc)
@@ -596,12 +616,17 @@ class RedisCache:
             self._catch_up_in_background()
         return len(records)
 
-    def _as_hit(self, tier: Tier, fields: Any, version: int, similarity: float) -> CacheHit | None:
-        """The hit an HMGET reply holds, if the entry exists and belongs to `version`."""
-        payload, entry_version, cost = fields
-        if payload is None or entry_version is None or int(entry_version) != version:
+    def _as_hit(self, tier: Tier, raw: Any, version: int, similarity: float) -> CacheHit | None:
+        """The hit an entry's GET reply holds, if the entry exists and belongs to `version`."""
+        if raw is None:
             return None
-        return CacheHit(tier, bytes(payload), similarity, float(cost or 0))
+        try:
+            entry_version, cost_ms, payload = _unpack_entry(bytes(raw))
+        except ValueError:
+            return None  # not written by this code: treat as absent
+        if entry_version != version:
+            return None
+        return CacheHit(tier, payload, similarity, cost_ms)
 
     def _degraded_miss(self, tier: Tier) -> CacheLookup:
         self._metrics.miss(tier)

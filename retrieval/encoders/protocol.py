@@ -12,7 +12,14 @@ Vectors = npt.NDArray[np.float32]
 
 
 class EncoderUnavailable(RuntimeError):
-    """The encoder cannot answer now (remote service down, model missing); callers may degrade."""
+    """The encoder cannot answer now (service down, timing out, unusable replies); callers may degrade."""
+
+
+class EncoderRejected(ValueError):
+    """The encoder answered but refused the request (wrong key, unknown model, input it won't take).
+
+    Retrying cannot help; a search may still degrade to sparse-only, an ingest must fail.
+    """
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 
 from retrieval.encoders.pooling import l2_normalize
-from retrieval.encoders.protocol import EncoderUnavailable, Vectors
+from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable, Vectors
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ _MAX_ERROR_CHARS: Final = 500
 _HEALTH_TIMEOUT_S: Final = 5.0
 
 
-class EncoderRequestError(ValueError):
+class EncoderRequestError(EncoderRejected):
     """The service refused the request (a 4xx other than 429, or a redirect); retrying cannot help.
 
     Typical causes are configuration errors: a wrong API key (401/403), a model the service does not

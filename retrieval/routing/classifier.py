@@ -24,6 +24,7 @@ float32 and quantisation happens at load, so one trained head serves both precis
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -96,10 +97,12 @@ class TrainConfig:
 # -- loss, weights, split ----------------------------------------------------------------------
 
 
-def log_softmax(logits: FloatArray) -> FloatArray:
+def log_softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
     """Row-wise log-softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    z = np.asarray(logits, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    out: npt.NDArray[np.float64] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return out
 
 
 def focal_loss(
@@ -107,7 +110,7 @@ def focal_loss(
     targets: IntArray | Sequence[int],
     gamma: float = 0.0,
     sample_weights: FloatArray | None = None,
-) -> tuple[float, FloatArray]:
+) -> tuple[float, npt.NDArray[np.float64]]:
     """Weighted-mean focal loss and its gradient with respect to the logits.
 
     ``loss = sum_i w_i * -(1 - p_i)^gamma * log p_i / sum_i w_i`` with p_i the softmax probability
@@ -135,14 +138,20 @@ def focal_loss(
     losses = -modulator * log_pt
     # d/dz_j of -(1-p)^g log p  =  [g (1-p)^(g-1) p log p - (1-p)^g] (onehot_j - p_j).
     # For g = 0 the bracket is exactly -1; the clip only guards 0^(negative) when p == 1.
-    bracket = gamma * np.maximum(one_minus, 1e-12) ** (gamma - 1.0) * pt * log_pt - modulator if gamma else -modulator
+    bracket = (
+        gamma * np.maximum(one_minus, 1e-12) ** (gamma - 1.0) * pt * log_pt - modulator
+        if gamma
+        else -modulator
+    )
     onehot = np.zeros_like(z)
     onehot[rows, y] = 1.0
     grad = (bracket * w / total)[:, None] * (onehot - probs)
     return float((w * losses).sum() / total), grad
 
 
-def class_weights(counts: Sequence[int] | IntArray, scheme: str = "inverse_sqrt", beta: float = 0.999) -> FloatArray:
+def class_weights(
+    counts: Sequence[int] | IntArray, scheme: str = "inverse_sqrt", beta: float = 0.999
+) -> FloatArray:
     """Per-class loss weights, normalised so the mean weight over all samples is 1.
 
     Classes with no samples get weight 0 (they never appear in the loss anyway).
@@ -165,10 +174,13 @@ def class_weights(counts: Sequence[int] | IntArray, scheme: str = "inverse_sqrt"
     total = float((raw * n).sum())
     if total <= 0:
         raise ValueError("no class has any sample")
-    return raw * n.sum() / total
+    weights: npt.NDArray[np.float64] = raw * n.sum() / total
+    return weights
 
 
-def stratified_split(labels: Sequence[int] | IntArray, fraction: float, seed: int) -> tuple[IntArray, IntArray]:
+def stratified_split(
+    labels: Sequence[int] | IntArray, fraction: float, seed: int
+) -> tuple[IntArray, IntArray]:
     """Indices (train, validation) holding out about `fraction` of every class.
 
     A class keeps at least one training sample; a class with a single sample stays in training.
@@ -249,7 +261,7 @@ class IntentClassifier:
             raise ValueError("labels must be at least two distinct names")
         if layers[-1].weight.shape[0] != len(labels):
             raise ValueError(f"last layer has {layers[-1].weight.shape[0]} outputs for {len(labels)} labels")
-        for first, second in zip(layers, layers[1:], strict=False):
+        for first, second in itertools.pairwise(layers):
             if first.weight.shape[0] != second.weight.shape[1]:
                 raise ValueError("layer shapes do not chain")
         self.layers = tuple(layers)
@@ -304,7 +316,9 @@ class IntentClassifier:
 
     def quantized(self) -> IntentClassifier:
         """A copy with INT8 per-row weights."""
-        return IntentClassifier([layer.quantized() for layer in self.layers], self.labels, self.model_id, self.meta)
+        return IntentClassifier(
+            [layer.quantized() for layer in self.layers], self.labels, self.model_id, self.meta
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: Path, meta: Mapping[str, Any] | None = None) -> None:
@@ -453,7 +467,7 @@ def _backward(
 def _init_params(dim: int, classes: int, config: TrainConfig, rng: np.random.Generator) -> _Params:
     sizes = [dim, config.hidden, classes] if config.hidden else [dim, classes]
     weights, biases = [], []
-    for fan_in, fan_out in zip(sizes, sizes[1:], strict=False):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         # He init before a ReLU, Glorot for the softmax layer.
         std = math.sqrt(2.0 / fan_in) if fan_out != classes else math.sqrt(2.0 / (fan_in + fan_out))
         weights.append(rng.normal(0.0, std, size=(fan_in, fan_out)))
@@ -462,7 +476,11 @@ def _init_params(dim: int, classes: int, config: TrainConfig, rng: np.random.Gen
 
 
 def _build_classifier(
-    params: _Params, mean: npt.NDArray[np.float64], std: npt.NDArray[np.float64], labels: Sequence[str], model_id: str
+    params: _Params,
+    mean: npt.NDArray[np.float64],
+    std: npt.NDArray[np.float64],
+    labels: Sequence[str],
+    model_id: str,
 ) -> IntentClassifier:
     # Fold standardisation into layer 0: ((x - m) / s) @ W + b == x @ (W / s) + (b - (m / s) @ W).
     w0 = params.weights[0] / std[:, None]

@@ -26,7 +26,9 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def confusion_matrix(y_true: Sequence[int] | IntArray, y_pred: Sequence[int] | IntArray, n_classes: int) -> IntArray:
+def confusion_matrix(
+    y_true: Sequence[int] | IntArray, y_pred: Sequence[int] | IntArray, n_classes: int
+) -> IntArray:
     """Counts with rows = true class, columns = predicted class."""
     true = np.asarray(y_true, dtype=np.int64)
     pred = np.asarray(y_pred, dtype=np.int64)
@@ -190,7 +192,9 @@ class ClassificationReport:
         files[2].write_text(
             json.dumps(self.confusion_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
-        plot_confusion(np.asarray(self.matrix), self.labels, files[3], f"{title} (macro-F1 {self.macro_f1:.3f})")
+        plot_confusion(
+            np.asarray(self.matrix), self.labels, files[3], f"{title} (macro-F1 {self.macro_f1:.3f})"
+        )
         return files
 
 
@@ -209,7 +213,7 @@ def most_confused(matrix: IntArray, labels: Sequence[str], top: int = 10) -> tup
 
 
 def plot_confusion(matrix: IntArray, labels: Sequence[str], path: Path, title: str) -> None:
-    """Heat map with counts; row-normalised colours so a rare class's errors are as visible as a common one's."""
+    """Heat map with counts; colours are row shares, so a rare class's errors show as clearly."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers or in CI

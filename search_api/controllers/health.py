@@ -35,8 +35,10 @@ class HealthController(Controller):
             return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         encoder_ok = await pipeline.encoder.ready()
         store_ok = await pipeline.store.ready()
+        # An encoder outage degrades search to BM25 but does not stop it: still ready, flagged.
         body = Readiness(
-            ready=encoder_ok and store_ok,
+            ready=store_ok,
+            degraded=not encoder_ok,
             encoder={"ready": encoder_ok, "model_id": pipeline.encoder.model_id, "dim": pipeline.encoder.dim},
             store={"ready": store_ok, "chunks": pipeline.stats.n_docs, "kb_version": pipeline.kb_version},
             cache={"enabled": False},

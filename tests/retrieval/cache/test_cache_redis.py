@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from cache_test_support import MakeCache, RedisServer, at_cosine, random_unit
 
-from retrieval.cache import Cache, CacheConfig, CacheKey, RedisCache, build_cache
+from retrieval.cache import Cache, CacheConfig, CacheItem, CacheKey, RedisCache, build_cache
 from retrieval.sparse.tokenizer import JiebaTokenizer
 
 pytestmark = pytest.mark.integration
@@ -197,3 +197,21 @@ async def test_eviction_policy_is_requested_and_a_refusal_is_reported(
     client = aioredis.Redis.from_url(private_redis.url)
     assert (await client.config_get("maxmemory-policy"))["maxmemory-policy"] == "allkeys-lfu"
     await client.aclose()
+
+
+async def test_a_worker_far_behind_catches_up_in_the_background(make_redis_cache: MakeCache) -> None:
+    behind = await make_redis_cache(sync_batch=50)
+    writer = await make_redis_cache()
+    vectors = [random_unit(1000 + i) for i in range(400)]
+    items = [CacheItem(key(f"条目{i}"), vectors[i], frozenset(), str(i).encode()) for i in range(400)]
+    assert await writer.put_many(items) == 400
+    # One lookup reads a small batch, sees it is a full one and hands the rest to a background task.
+    await behind.get_exact(key("条目0"))
+    for _ in range(100):
+        if (await behind.status())["semantic_entries"] == 400:
+            break
+        await asyncio.sleep(0.05)
+    assert (await behind.status())["semantic_entries"] == 400
+    lookup = await behind.get_semantic(key("条目三百九十九的说法"), at_cosine(vectors[399], 0.97), set())
+    assert lookup.hit is not None
+    assert lookup.hit.payload == b"399"

@@ -1,0 +1,30 @@
+"""Intent classification on the query vector and the routing it drives (weights, kinds, limits)."""
+
+from __future__ import annotations
+
+from retrieval.routing.classifier import IntentClassifier, IntentPrediction, ModelMismatch, TrainConfig
+from retrieval.routing.router import (
+    Route,
+    Router,
+    RouteSpec,
+    RoutingTable,
+    UnknownIntent,
+    apply_kind_boosts,
+    load_router,
+    load_routing_table,
+)
+
+__all__ = [
+    "IntentClassifier",
+    "IntentPrediction",
+    "ModelMismatch",
+    "Route",
+    "RouteSpec",
+    "Router",
+    "RoutingTable",
+    "TrainConfig",
+    "UnknownIntent",
+    "apply_kind_boosts",
+    "load_router",
+    "load_routing_table",
+]

@@ -51,6 +51,14 @@ class Explanation(Body):
     weights: dict[str, float]
 
 
+class Highlight(Body):
+    """A matched query term at [start, end) of `text` (Unicode code point offsets)."""
+
+    start: int
+    end: int
+    term: str
+
+
 class Hit(Body):
     """One chunk in the results."""
 
@@ -63,6 +71,9 @@ class Hit(Body):
     chunk_index: int
     metadata: dict[str, Any]
     explanation: Explanation
+    highlights: list[Highlight]
+    highlighted: str
+    """`text`, HTML-escaped, with each matched term wrapped in <em>."""
 
 
 class CacheInfo(Body):

@@ -16,7 +16,7 @@ Keys (under `key_prefix`):
 Why the version is read on every lookup instead of cached or pushed by pub/sub: the GET rides in
 the same pipeline as the entry fetch, so it costs no extra round trip, and an ingest in any worker
 is seen by every other worker on its very next lookup, with no window of staleness and no
-subscriber connection to keep alive. An entry is served only if its `v` equals the version read
+subscriber connection to keep alive. An entry is served only if its stamped version equals the one read
 in the same round trip. When the version key is missing (first start, Redis restarted without
 persistence, or the key evicted) it is recreated from the wall clock in microseconds, a value no
 earlier version can have reached, so entries of a forgotten version can never match again.
@@ -303,13 +303,15 @@ class RedisCache:
         (flushed, read_stream), replies = got
         first = _first_after_version(flushed)
         version = await self._settle_version(replies[first - 1], flushed)
+        # Stream first, candidates second: the batch usually holds older records of the same ids
+        # (this worker's own puts), which must not bring back a row whose entry just proved gone.
         if read_stream:
             self._apply_stream(replies[first + len(ids)])
         if version is None:
             return self._degraded_miss("semantic")
         entries = replies[first : first + len(ids)]
-        for (entry_id, similarity), fields in zip(match.candidates, entries, strict=True):
-            hit = self._as_hit("semantic", fields, version, similarity)
+        for (entry_id, similarity), raw in zip(match.candidates, entries, strict=True):
+            hit = self._as_hit("semantic", raw, version, similarity)
             if hit is not None:
                 self._metrics.hit("semantic", hit.saved_ms)
                 return CacheLookup(hit, version)
@@ -337,7 +339,7 @@ class RedisCache:
             return False
         unit = unit_vector(vector) if vector is not None else None
         # Stamped with the version the caller's lookup saw, never a later one: a response computed
-        # before an ingest must not pass for current (readers compare `v` with the live version).
+        # before an ingest must not pass for current (readers compare the stamp with the live version).
         version = kb_version if kb_version is not None else self._version
         expires_at = time.time() + self.config.ttl_s
         signature = guard_signature(key.query, entities) if unit is not None else None
@@ -368,15 +370,14 @@ class RedisCache:
             await self._sync("put_many")
         version = self._version
         stored = 0
-        chunk: list[CacheItem] = []
+        chunk: list[tuple[CacheItem, QueryVector | None]] = []
 
         async def flush() -> bool:
             nonlocal stored
             expires_at = time.time() + self.config.ttl_s
 
             def commands(pipe: Pipeline) -> None:
-                for item in chunk:
-                    unit = unit_vector(item.vector) if item.vector is not None else None
+                for item, unit in chunk:
                     self._queue_put(
                         pipe,
                         item.key,
@@ -402,7 +403,7 @@ class RedisCache:
             if len(item.payload) > self.config.max_payload_bytes:
                 self._metrics.dropped_puts["too_large"] += 1
                 continue
-            chunk.append(item)
+            chunk.append((item, unit_vector(item.vector) if item.vector is not None else None))
             if len(chunk) >= _BULK_CHUNK and not await flush():
                 return stored
         if chunk:

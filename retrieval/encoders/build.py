@@ -240,10 +240,6 @@ def _clean_leftovers(out_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# public API
-
-
 def _build_unlocked(
     checkpoint_dir: Path,
     out_dir: Path,
@@ -265,18 +261,20 @@ def _build_unlocked(
         weights_sha = _sha256(weight_files)
 
         say(f"writing FP32 graph ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
-        written = export_fp32(checkpoint_dir, tmp / FP32_NAME)
-
-        say(f"quantising to INT8 ({settings.name})")
+        weights = load_checkpoint(checkpoint_dir)
+        written = save_onnx(build_bert_model(cfg, weights), tmp / FP32_NAME)
+        interim_files: list[Path] = []
+        quant_input = tmp / FP32_NAME
         if settings.fused_attention:
             # The quantiser works on the fused-attention variant; it is a build intermediate only.
-            interim = tmp / "interim.fused.onnx"
-            interim_files = export_fp32(checkpoint_dir, interim, fused_attention=True)
-            quantize_model(interim, tmp / INT8_NAME, settings)
-            for f in interim_files:
-                f.unlink()
-        else:
-            quantize_model(tmp / FP32_NAME, tmp / INT8_NAME, settings)
+            quant_input = tmp / "interim.fused.onnx"
+            interim_files = save_onnx(build_bert_model(cfg, weights, fused_attention=True), quant_input)
+        del weights
+
+        say(f"quantising to INT8 ({settings.name})")
+        quantize_model(quant_input, tmp / INT8_NAME, settings)
+        for f in interim_files:
+            f.unlink()
         written.append(tmp / INT8_NAME)
         shutil.copyfile(tokenizer_src, tmp / TOKENIZER_NAME)
         written.append(tmp / TOKENIZER_NAME)
@@ -326,6 +324,10 @@ def _build_unlocked(
         raise
     say(f"built {spec.model_id} into {out_dir} in {time.perf_counter() - started:.1f}s")
     return BuiltModel.load(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
 
 
 def build_model(

@@ -6,12 +6,14 @@ from litestar import Controller, post
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.fusion import FusedHit
+from retrieval.highlight import find_terms, mark
 from retrieval.pipeline import SearchMode
 from retrieval.store.filters import SearchFilter
 from search_api.errors import ApiError
 from search_api.schemas import (
     CacheInfo,
     Explanation,
+    Highlight,
     Hit,
     SearchRequest,
     SearchResponse,
@@ -73,6 +75,7 @@ class SearchController(Controller):
             query, top_k=data.top_k, offset=data.offset, mode=SearchMode(data.mode), where=where
         )
         weights = dict(pipeline.fuser.weights)
+        terms = pipeline.sparse.tokenizer.tokenize(query)
         hits = [
             Hit(
                 id=h.hit.id,
@@ -84,8 +87,11 @@ class SearchController(Controller):
                 chunk_index=h.hit.chunk_index,
                 metadata=h.hit.metadata,
                 explanation=_explain(h, pipeline.fuser.k, weights),
+                highlights=[Highlight(start=m.start, end=m.end, term=m.term) for m in marks],
+                highlighted=mark(h.hit.text, marks),
             )
             for h in outcome.hits
+            for marks in [find_terms(h.hit.text, terms)]
         ]
         return SearchResponse(
             hits=hits,

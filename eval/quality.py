@@ -45,7 +45,7 @@ from eval.metrics import (
 from retrieval.documents import Document, InvalidDocument, lexicon_from
 from retrieval.encoders.protocol import Encoder
 from retrieval.engine import ensure_built_model, lexicon_paths, local_encoder, open_pipeline
-from retrieval.pipeline import SearchMode, SearchPipeline
+from retrieval.pipeline import SearchMode, SearchPipeline, index_text
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.store.filters import DOC_ID_PATTERN
 from retrieval.store.milvus import MilvusStore
@@ -252,6 +252,10 @@ def collection_name(corpus_sha: str, model_id: str, settings: Settings) -> str:
         "schema": STORE_SCHEMA,
         "corpus": corpus_sha,
         "model": model_id,
+        # What the engine embeds and tokenises for a chunk (title/alias head, repeats): when that
+        # code or its setting changes, stored vectors are stale.
+        "index_text": hashlib.sha256(inspect.getsource(index_text).encode()).hexdigest(),
+        "head_repeats": settings.chunking.head_repeats,
         "jieba_mode": settings.sparse.mode,
         "bm25": [settings.sparse.k1, settings.sparse.b, settings.sparse.epsilon],
         "reweight_drift": settings.sparse.reweight_drift,
@@ -511,6 +515,7 @@ def _summary(
             "lexicon": list(settings.sparse.lexicon),
             "lexicon_digest": lexicon_digest(settings),
             "chunking": "one chunk per corpus entry",
+            "head_repeats": settings.chunking.head_repeats,
             "depth": config.depth,
             "modes": list(config.modes),
             "limit_queries": config.limit_queries,
@@ -577,7 +582,9 @@ def _pvalue_table(comparison: Comparison) -> str:
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             p_values = comparison.data[a]["comparisons"][b]
-            rows.append([f"{a} vs {b}", *(float("nan") if p_values[m] is None else p_values[m] for m in METRICS)])
+            rows.append(
+                [f"{a} vs {b}", *(float("nan") if p_values[m] is None else p_values[m] for m in METRICS)]
+            )
     return markdown_table(["pair (p-value)", *(METRIC_LABELS[m] for m in METRICS)], rows)
 
 

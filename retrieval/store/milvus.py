@@ -8,8 +8,10 @@ FLAT/IVF_FLAT for dense vectors (FLAT is exact and, at 100k rows, fast enough: s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,37 @@ HNSW_EF = 200
 
 def _terms(row: dict[str, Any]) -> StoredTerms:
     return StoredTerms(str(row["id"]), str(row.get("doc_id", "")), dict(row["tf"]), int(row["doc_len"]))
+
+
+# What a copy into another collection needs: everything but the dense vector.
+_COPY_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata", "tf", "doc_len", "sparse"]
+# Chunk ids are `<doc id>#<n>` with validated doc ids; anything else is never put into an expression.
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}#[0-9]{1,9}$")
+
+
+def _record(row: dict[str, Any]) -> ChunkRecord:
+    return ChunkRecord(
+        id=str(row["id"]),
+        doc_id=str(row["doc_id"]),
+        title=str(row["title"]),
+        kind=str(row["kind"]),
+        text=str(row["text"]),
+        chunk_index=int(row["chunk_index"]),
+        metadata=dict(row.get("metadata") or {}),
+        dense=np.zeros(0, dtype=np.float32),
+        sparse={int(k): float(v) for k, v in dict(row["sparse"]).items()},
+        terms=dict(row["tf"]),
+        length=int(row["doc_len"]),
+    )
+
+
+def _close_quietly(rows: Iterator[list[dict[str, Any]]]) -> None:
+    # After a cancellation the worker thread may still be inside next(); the generator then
+    # refuses to close ("already executing") and is closed when it is collected instead.
+    close = getattr(rows, "close", None)
+    if close is not None:
+        with contextlib.suppress(ValueError):
+            close()
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -283,9 +316,11 @@ class MilvusStore:
             return False
 
     # -- maintenance -----------------------------------------------------------------------
-    def _iterate(self, fields: list[str], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    def _iterate(
+        self, fields: list[str], batch_size: int, filter_expr: str = ""
+    ) -> Iterator[list[dict[str, Any]]]:
         iterator = self._blocking().query_iterator(
-            self.collection, batch_size=batch_size, output_fields=fields, filter=""
+            self.collection, batch_size=batch_size, output_fields=fields, filter=filter_expr
         )
         try:
             while batch := iterator.next():
@@ -324,6 +359,54 @@ class MilvusStore:
             rewritten += len(rows)
         return rewritten
 
+    # -- copying (reindex) ---------------------------------------------------------------
+    async def exists(self) -> bool:
+        """Whether the collection exists (without creating it)."""
+        return bool(await self._call("has_collection", self._async().has_collection(self.collection)))
+
+    async def iterate_chunks(
+        self, *, after: str | None = None, batch_size: int = 256
+    ) -> AsyncIterator[list[ChunkRecord]]:
+        """Every chunk with a key above `after`, in primary-key order, without its dense vector.
+
+        The records carry an empty `dense`: a reindex replaces it with the target model's vector,
+        and not reading it halves what crosses the wire.
+        """
+        expr = ""
+        if after is not None:
+            if not _SAFE_KEY.match(after):
+                raise ValueError(f"cannot resume after chunk id {after!r}")
+            expr = f'id > "{after}"'
+        rows_iter = self._iterate(_COPY_FIELDS, batch_size, expr)
+        sentinel: list[dict[str, Any]] = []
+        try:
+            while True:
+                batch = await asyncio.to_thread(next, rows_iter, sentinel)
+                if batch is sentinel:
+                    return
+                yield [_record(row) for row in batch]
+        finally:
+            # Close the server-side iterator now rather than whenever the generator is collected.
+            await asyncio.to_thread(_close_quietly, rows_iter)
+
+    async def chunks(self, doc_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Every stored chunk of these documents, without its dense vector (see `iterate_chunks`)."""
+        found: list[ChunkRecord] = []
+        for start in range(0, len(doc_ids), 100):
+            expr = SearchFilter.build(doc_ids=doc_ids[start : start + 100]).expression()
+            rows = await self._call(
+                "query",
+                self._async().query(
+                    self.collection,
+                    filter=expr,
+                    output_fields=_COPY_FIELDS,
+                    limit=_QUERY_WINDOW,
+                    timeout=self.timeout_s,
+                ),
+            )
+            found.extend(_record(row) for row in rows)
+        return found
+
     async def close(self) -> None:
         """Close both clients."""
         if self._client is not None:
@@ -334,3 +417,56 @@ class MilvusStore:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+class HandoverStore(MilvusStore):
+    """A collection that has just become live, still able to answer for the one it replaced.
+
+    A search embeds its query and then searches whatever store the pipeline holds by then. Across a
+    model swap that is the new collection with a vector from the old model: with another dimension
+    Milvus refuses it. Such a vector is answered by the retiring collection instead, which is the
+    answer the search would have had a moment earlier. (With equal dimensions nothing can tell the
+    two models' vectors apart; that search gets dense hits of mixed provenance, once.)
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        token: str = "",
+        timeout_s: float = 5.0,
+        retiring: MilvusStore | None = None,
+    ):
+        super().__init__(uri, collection, token=token, timeout_s=timeout_s)
+        self.retiring = retiring
+
+    def take_over(self, retiring: MilvusStore) -> MilvusStore | None:
+        """Answer for `retiring` from now on; returns its own predecessor, which the caller closes.
+
+        A search that embedded its query two swaps ago has long finished, so one generation is kept.
+        """
+        older = retiring.retiring if isinstance(retiring, HandoverStore) else None
+        if isinstance(retiring, HandoverStore):
+            retiring.retiring = None
+        self.retiring = retiring
+        return older
+
+    async def search_dense(
+        self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
+    ) -> list[StoredHit]:
+        """Nearest chunks; a vector of the retiring collection's dimension is answered there."""
+        retiring = self.retiring
+        size = int(np.asarray(vector).shape[-1])
+        if retiring is not None and size != self._dim and size == retiring._dim:
+            return await retiring.search_dense(vector, limit, where)
+        return await super().search_dense(vector, limit, where)
+
+    async def close(self) -> None:
+        """Close this collection's clients and the retiring collection's."""
+        try:
+            await super().close()
+        finally:
+            retiring, self.retiring = self.retiring, None
+            if retiring is not None:
+                await retiring.close()

@@ -88,5 +88,5 @@ def test_missing_folder_or_file_is_a_dataset_error(tmp_path: Path) -> None:
         load_beir(tmp_path / "nope")
     _write_tiny(tmp_path)
     (tmp_path / "queries.jsonl").unlink()
-    with pytest.raises(DatasetError, match="queries.jsonl is missing"):
+    with pytest.raises(DatasetError, match=r"queries\.jsonl is missing"):
         load_beir(tmp_path)

@@ -26,7 +26,9 @@ def test_python_dash_m_eval_is_the_cli() -> None:
 
 
 def test_convert_cmrc_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["convert-cmrc", "--input", str(CMRC_DEV), "--level", "paragraph", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["convert-cmrc", "--input", str(CMRC_DEV), "--level", "paragraph", "--out", str(tmp_path)]) == 0
+    )
     assert "848 documents, 3219/3219 questions kept" in capsys.readouterr().out
     assert json.loads((tmp_path / "conversion.json").read_text())["level"] == "paragraph"
     assert len((tmp_path / "corpus.jsonl").read_text().splitlines()) == 848
@@ -41,9 +43,14 @@ def test_dataset_shortcuts_convert_into_the_data_folder(settings: Settings) -> N
     }
 
 
-def test_bad_quality_arguments_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_quality_arguments_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["quality", "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "neither a folder nor one of" in capsys.readouterr().err
     (tmp_path / "ds").mkdir()
-    assert main(["quality", "--dataset", str(tmp_path / "ds"), "--modes", "bm25,magic", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["quality", "--dataset", str(tmp_path / "ds"), "--modes", "bm25,magic", "--out", str(tmp_path)])
+        == 2
+    )
     assert "unknown mode" in capsys.readouterr().err

@@ -19,7 +19,9 @@ CONTEXT = "甲乙丙丁戊己庚。辛壬癸子丑寅卯。"
 
 
 def _squad(path: Path, qas: list[dict[str, object]]) -> Path:
-    data = {"data": [{"id": "A", "title": "天干", "paragraphs": [{"id": "P_0", "context": CONTEXT, "qas": qas}]}]}
+    data = {
+        "data": [{"id": "A", "title": "天干", "paragraphs": [{"id": "P_0", "context": CONTEXT, "qas": qas}]}]
+    }
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -69,7 +71,9 @@ def test_chunk_level_points_at_the_answer_chunk_and_drops_cut_answers(tmp_path: 
 
 
 def test_paragraph_level_keeps_every_question_with_an_answer(tmp_path: Path) -> None:
-    source = _squad(tmp_path / "cmrc.json", [_qa("a", "丙丁", 2), _qa("cut", "庚。辛壬", 6), _qa("absent", "无", 0)])
+    source = _squad(
+        tmp_path / "cmrc.json", [_qa("a", "丙丁", 2), _qa("cut", "庚。辛壬", 6), _qa("absent", "无", 0)]
+    )
     report = convert_cmrc(source, tmp_path / "para", "paragraph")
     ds = load_beir(tmp_path / "para")
     assert list(ds.corpus) == ["P_0"] and ds.corpus["P_0"].text == CONTEXT
@@ -103,8 +107,14 @@ def test_fixtures_become_beir_with_kinds_and_labels(tmp_path: Path) -> None:
     fixtures = tmp_path / "fixtures"
     (fixtures / "qrels").mkdir(parents=True)
     kb = [
-        {"id": "char-1", "title": "沈青崖", "kind": "character", "aliases": ["青崖"], "text": "剑客。",
-         "metadata": {"faction": "栖霞剑宗"}},
+        {
+            "id": "char-1",
+            "title": "沈青崖",
+            "kind": "character",
+            "aliases": ["青崖"],
+            "text": "剑客。",
+            "metadata": {"faction": "栖霞剑宗"},
+        },
         {"id": "loc-1", "title": "玄霜城", "kind": "location", "text": "北境之城。"},
     ]
     queries = [{"_id": "q1", "text": "沈青崖是谁", "style": "question", "kind": "character"}]
@@ -120,5 +130,5 @@ def test_fixtures_become_beir_with_kinds_and_labels(tmp_path: Path) -> None:
     assert (report.corpus_docs, report.kept) == (2, 1)
 
     (fixtures / "queries.jsonl").unlink()
-    with pytest.raises(DatasetError, match="queries.jsonl is missing"):
+    with pytest.raises(DatasetError, match=r"queries\.jsonl is missing"):
         convert_fixtures(fixtures, tmp_path / "beir2")

@@ -30,20 +30,29 @@ from eval.latency import (
 )
 from retrieval.encoders.build import is_complete
 from retrieval.settings import PROJECT_ROOT, load_settings
-from tests.conftest import CMRC_DEV
+from tests.conftest import CMRC_DEV, seed_model
 
 URL = "http://127.0.0.1:9"  # never contacted: the mock transport answers
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:8000", "https://127.9.9.9"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:8000", "https://127.9.9.9"]
+)
 def test_loopback_urls_are_accepted(url: str) -> None:
     assert require_loopback(url) == url.rstrip("/")
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    "url", ["http://10.0.0.5:8000", "http://192.168.1.2", "http://example.com", "http://0.0.0.0:80", "ftp://127.0.0.1"]
+    "url",
+    [
+        "http://10.0.0.5:8000",
+        "http://192.168.1.2",
+        "http://example.com",
+        "http://0.0.0.0:80",
+        "ftp://127.0.0.1",
+    ],
 )
 def test_other_targets_are_refused(url: str) -> None:
     with pytest.raises(NotLoopback):
@@ -90,7 +99,9 @@ def _mock(delay_s: float = 0.0, *, hit_every: int = 0) -> tuple[httpx.MockTransp
 @pytest.mark.unit
 async def test_request_count_is_a_hard_bound() -> None:
     transport, bodies = _mock(hit_every=3)
-    config = LatencyConfig(url=URL, concurrency=3, queries=("甲", "乙"), requests=7, cache="mixed", mode="sparse")
+    config = LatencyConfig(
+        url=URL, concurrency=3, queries=("甲", "乙"), requests=7, cache="mixed", mode="sparse"
+    )
     result = await run_latency(config, transport=transport)
     assert len(result.samples) == len(bodies) == 7
     assert [b["cache"] for b in bodies] == [True, False, True, False, True, False, True]
@@ -102,7 +113,7 @@ async def test_request_count_is_a_hard_bound() -> None:
 
 @pytest.mark.unit
 async def test_duration_is_a_hard_bound(tmp_path: Path) -> None:
-    transport, bodies = _mock(delay_s=0.02)
+    transport, _ = _mock(delay_s=0.02)
     config = LatencyConfig(url=URL, concurrency=2, queries=("甲",), duration_s=0.3)
     started = time.perf_counter()
     result = await run_latency(config, transport=transport)
@@ -125,7 +136,9 @@ def test_query_files_jsonl_and_plain(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-def test_cli_refuses_remote_targets_and_missing_query_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_remote_targets_and_missing_query_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["latency", "--url", "http://10.1.2.3:8000", "--requests", "1", "--queries", __file__]) == 2
     assert "loopback" in capsys.readouterr().err
     missing = str(tmp_path / "none.jsonl")
@@ -143,17 +156,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def live_api(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, Path]]:
     """The real API (real model, real Milvus Lite) as a subprocess on a free loopback port.
 
-    A small knowledge base keeps start-up short; the model build is copied from the project's
-    data folder when one is there, otherwise the server builds it (slow, once).
+    A small knowledge base keeps start-up short. The model comes from the project's data folder
+    when a complete build is there, else from the session's shared build (`built_model`).
     """
     root = tmp_path_factory.mktemp("live-api")
     data = root / "data"
-    built = load_settings(environ={}).model_dir / "m3e-small"
-    if is_complete(built):
-        shutil.copytree(built, data / "models" / "m3e-small")
+    project_build = load_settings(environ={}).model_dir / "m3e-small"
+    if is_complete(project_build):
+        shutil.copytree(project_build, data / "models" / "m3e-small")
+    else:
+        seed_model(data, request.getfixturevalue("built_model"))
     paragraphs = json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"][:12]
     docs, queries = [], []
     for article in paragraphs:
@@ -169,16 +186,31 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
     env = {**os.environ, "SEARCH_DATA_DIR": str(data), "SEARCH_SERVICE_FIXTURES_PATH": str(kb)}
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "search_api.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
         while True:
             if process.poll() is not None:
-                pytest.fail(f"API exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"API exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 ready = httpx.get(f"{url}/v1/ready", timeout=2, trust_env=False)
                 if ready.status_code == 200:
@@ -207,7 +239,12 @@ async def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_
     url, queries_path = live_api
     await check_ready(url)
     config = LatencyConfig(
-        url=url, concurrency=4, queries=tuple(load_query_texts(queries_path)), requests=60, duration_s=30, warmup=2
+        url=url,
+        concurrency=4,
+        queries=tuple(load_query_texts(queries_path)),
+        requests=60,
+        duration_s=30,
+        warmup=2,
     )
     result = await run_latency(config)
     assert len(result.samples) == 60 and result.stopped_by == "requests"
@@ -217,11 +254,30 @@ async def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_
     assert all(s.server_took_ms is not None and s.server_took_ms <= s.latency_ms for s in result.samples)
 
     out = tmp_path / "load"
-    args = ["latency", "--url", url, "--concurrency", "2", "--requests", "20", "--duration", "20",
-            "--queries", str(queries_path), "--mode", "dense", "--cache", "mixed", "--out", str(out)]
+    args = [
+        "latency",
+        "--url",
+        url,
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--duration",
+        "20",
+        "--queries",
+        str(queries_path),
+        "--mode",
+        "dense",
+        "--cache",
+        "mixed",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     written = json.loads((out / "latency.json").read_text())
-    assert written["requests"] == 20 and written["config"]["mode"] == "dense" and written["budget_ms"] == 400.0
+    assert (
+        written["requests"] == 20 and written["config"]["mode"] == "dense" and written["budget_ms"] == 400.0
+    )
     assert len(json.loads((out / "latency_raw.json").read_text())["samples"]) == 20
     # An impossible budget must fail the run (exit status 1), as CI would see it.
     assert main([*args[:-2], "--budget-ms", "0.001"]) == 1

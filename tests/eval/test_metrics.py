@@ -64,7 +64,9 @@ def test_engine_order_wins_over_tied_scores() -> None:
 
 
 def test_run_with_no_results_scores_zero() -> None:
-    assert evaluate_run(QRELS, {}).mean == dict.fromkeys(("recall@10", "ndcg@10", "mrr@10", "recall@100"), 0.0)
+    assert evaluate_run(QRELS, {}).mean == dict.fromkeys(
+        ("recall@10", "ndcg@10", "mrr@10", "recall@100"), 0.0
+    )
 
 
 def test_nothing_judged_relevant_is_an_error() -> None:
@@ -115,7 +117,10 @@ def test_compare_reports_significance_between_runs() -> None:
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(30)}
     good = {f"q{i}": [(f"d{i}", 1.0)] for i in range(30)}
     # Mostly third, sometimes first: a clear but not constant difference (a t-test needs variance).
-    bad = {f"q{i}": [(f"d{i}", 1.0)] if i % 5 == 0 else [("x", 1.0), ("y", 0.9), (f"d{i}", 0.5)] for i in range(30)}
+    bad = {
+        f"q{i}": [(f"d{i}", 1.0)] if i % 5 == 0 else [("x", 1.0), ("y", 0.9), (f"d{i}", 0.5)]
+        for i in range(30)
+    }
     comparison = compare_runs(qrels, {"good": good, "bad": bad}, ["mrr@10"])
     assert "good" in comparison.table and "bad" in comparison.table
     assert comparison.data["good"]["scores"]["mrr@10"] == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,7 +39,13 @@ QUERIES = [
     ("q4", "沈氏祖传玉佩双鱼佩", "item"),
     ("q5", "承渊历纪年", "lore"),
 ]
-QRELS = {"q1": {"char-1": 2}, "q2": {"loc-1": 1}, "q3": {"loc-2": 1}, "q4": {"item-1": 1}, "q5": {"lore/7#x": 1}}
+QRELS = {
+    "q1": {"char-1": 2},
+    "q2": {"loc-1": 1},
+    "q3": {"loc-2": 1},
+    "q4": {"item-1": 1},
+    "q5": {"lore/7#x": 1},
+}
 
 
 @pytest.fixture
@@ -75,6 +82,8 @@ def test_collection_name_follows_model_and_stored_settings(settings: Settings) -
     base = collection_name("abc", "m3e-small", settings)
     assert base.startswith("beir_") and base.replace("_", "").isalnum()
     assert collection_name("abc", "m3e-small-fp32", settings) != base
+    one_head = dataclasses.replace(settings, chunking=dataclasses.replace(settings.chunking, head_repeats=1))
+    assert collection_name("abc", "m3e-small", one_head) != base
     # Fusion does not change what is stored, so it must not force a re-ingest.
     assert collection_name("abc", "m3e-small", with_overrides(settings, rrf_k=10, dense_weight=2.0)) == base
 
@@ -118,7 +127,9 @@ async def test_quality_run_writes_results_and_reuses_the_collection(
     assert [line.split(" ")[3] for line in lines if line.startswith("q1 ")] == ["1", "2", "3", "4", "5", "6"]
 
     again = await run_quality(
-        QualityConfig(dataset=tiny_beir, out=tmp_path / "again", modes=("hybrid",), limit_queries=2, quiet=True),
+        QualityConfig(
+            dataset=tiny_beir, out=tmp_path / "again", modes=("hybrid",), limit_queries=2, quiet=True
+        ),
         with_overrides(settings, rrf_k=5),
         encoder=HashingEncoder(),
     )

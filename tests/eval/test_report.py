@@ -31,7 +31,9 @@ def _quality_folder(root: Path) -> Path:
         "comparison": {"stat_test": "student", "max_p": 0.05, "table": "#  Model\n-- -----\na  bm25"},
     }
     (root / "results.json").write_text(json.dumps(results))
-    (root / "latencies.json").write_text(json.dumps({"took_ms": {"bm25": [3.0, 4.0, 5.0], "hybrid": [6.0, 7.0, 30.0]}}))
+    (root / "latencies.json").write_text(
+        json.dumps({"took_ms": {"bm25": [3.0, 4.0, 5.0], "hybrid": [6.0, 7.0, 30.0]}})
+    )
     return root
 
 
@@ -49,8 +51,12 @@ def _latency_folder(root: Path) -> Path:
     }
     raw = {
         "fields": ["latency_ms", "status", "cache_requested", "cache_hit", "cache_tier", "server_took_ms"],
-        "samples": [[10.0, 200, True, False, None, 8.0], [2.0, 200, True, True, "exact", 0.1],
-                    [40.0, 200, True, False, None, 35.0], [5.0, 503, True, None, None, None]],
+        "samples": [
+            [10.0, 200, True, False, None, 8.0],
+            [2.0, 200, True, True, "exact", 0.1],
+            [40.0, 200, True, False, None, 35.0],
+            [5.0, 503, True, None, None, None],
+        ],
     }
     (root / "latency.json").write_text(json.dumps(summary))
     (root / "latency_raw.json").write_text(json.dumps(raw))

@@ -1,0 +1,284 @@
+"""Which physical collection is live behind the logical collection name, and which was live before.
+
+A reindex builds a new physical collection beside the live one and then swaps a pointer, so the
+old collection stays intact for a rollback. Milvus Lite has no aliases (`create_alias` answers
+UNIMPLEMENTED), so there the pointer is a small JSON file in the data folder, replaced atomically.
+A Milvus server gets a real alias (``<logical>__live``), so every client of the server can follow
+the swap; the previous collection and the history are kept in the same JSON file as on Lite.
+
+The first physical collection keeps the logical name (collections created before reindexing
+existed): no pointer file means the logical name is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from retrieval.settings import Settings
+from retrieval.store.milvus import is_lite_uri
+from retrieval.store.protocol import StoreError
+
+logger = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+"""Milvus collection (and alias) names: a letter or underscore, then letters, digits, underscores."""
+MAX_HISTORY = 50
+
+
+class PointerError(StoreError):
+    """The pointer cannot be read or written (corrupt file, alias call failed)."""
+
+
+@dataclass(frozen=True)
+class PointerEntry:
+    """One collection becoming live: which, built for which encoder spec, and when (UTC, ISO 8601)."""
+
+    collection: str
+    spec: str
+    at: str
+
+
+@dataclass(frozen=True)
+class PointerState:
+    """What the pointer records."""
+
+    active: str
+    previous: str | None
+    history: tuple[PointerEntry, ...] = ()
+
+    def spec_of(self, collection: str) -> str | None:
+        """The encoder spec recorded the last time `collection` became live (None if never)."""
+        return next((e.spec for e in reversed(self.history) if e.collection == collection and e.spec), None)
+
+
+class CollectionPointer(Protocol):
+    """Names the live physical collection of one logical collection."""
+
+    @property
+    def logical(self) -> str:
+        """The logical collection name (`settings.store.collection`)."""
+        ...
+
+    async def active(self) -> str:
+        """The live physical collection."""
+        ...
+
+    async def previous(self) -> str | None:
+        """The collection live before the last swap (the rollback target), if any."""
+        ...
+
+    async def swap(self, new: str, *, spec: str = "") -> str | None:
+        """Make `new` live (recording the encoder spec it was built for); returns the one it replaced."""
+        ...
+
+    async def state(self) -> PointerState:
+        """Active, previous and the swap history."""
+        ...
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601, to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def check_collection_name(name: str) -> str:
+    """`name` if Milvus accepts it as a collection name; else ValueError."""
+    if not COLLECTION_NAME.match(name):
+        raise ValueError(f"invalid Milvus collection name {name!r}")
+    return name
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    """Replace `path` with `payload` so a reader sees the old file or the new one, never a torn one.
+
+    Written to a temporary file in the same folder, flushed to disk, renamed over the target, and
+    the folder synced so the rename itself survives a power cut.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, ensure_ascii=False, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def collections_dir(settings: Settings) -> Path:
+    """Where pointer files, reindex checkpoints and write journals live."""
+    return settings.service.data_dir / "collections"
+
+
+class FilePointer:
+    """The pointer as a JSON file (``<data_dir>/collections/<logical>.json``); used on Milvus Lite."""
+
+    def __init__(self, path: Path, logical: str):
+        self.path = path
+        self._logical = check_collection_name(logical)
+
+    @property
+    def logical(self) -> str:
+        """The logical collection name."""
+        return self._logical
+
+    def read(self) -> PointerState:
+        """The recorded state; the logical name is live when there is no file yet."""
+        if not self.path.exists():
+            return PointerState(self._logical, None)
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            history = tuple(PointerEntry(str(e["collection"]), str(e.get("spec", "")), str(e["at"])) for e in raw.get("history", []))
+            previous = raw.get("previous")
+            state = PointerState(
+                check_collection_name(str(raw["active"])),
+                check_collection_name(str(previous)) if previous else None,
+                history,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PointerError(f"collection pointer {self.path} is unreadable: {exc}") from exc
+        return state
+
+    def write(self, state: PointerState) -> None:
+        """Replace the file atomically."""
+        payload = {
+            "logical": self._logical,
+            "active": state.active,
+            "previous": state.previous,
+            "history": [asdict(e) for e in state.history[-MAX_HISTORY:]],
+        }
+        write_json_atomic(self.path, payload)
+
+    def swapped(self, new: str, spec: str) -> tuple[PointerState, str | None]:
+        """The state after making `new` live, and the collection it replaces (not yet written)."""
+        check_collection_name(new)
+        current = self.read()
+        if new == current.active:
+            return current, current.previous
+        entry = PointerEntry(new, spec, utc_now())
+        return PointerState(new, current.active, (*current.history, entry)), current.active
+
+    async def active(self) -> str:
+        """The live physical collection."""
+        return self.read().active
+
+    async def previous(self) -> str | None:
+        """The collection live before the last swap."""
+        return self.read().previous
+
+    async def state(self) -> PointerState:
+        """Active, previous and history."""
+        return self.read()
+
+    async def swap(self, new: str, *, spec: str = "") -> str | None:
+        """Point at `new`; returns the collection it replaced."""
+        state, replaced = self.swapped(new, spec)
+        # Synchronous on purpose: a few hundred bytes, and a swap must not be interleaved.
+        self.write(state)
+        logger.info("collection pointer %s: %s -> %s", self._logical, replaced, new)
+        return replaced
+
+
+class AliasPointer:
+    """The pointer as a Milvus alias (``<logical>__live``) on a Milvus server, history in a JSON file.
+
+    The alias is the authority on which collection is live; the file adds what an alias cannot
+    hold (the previous collection, the encoder spec of each). Without the alias the file decides.
+    """
+
+    def __init__(self, uri: str, logical: str, path: Path, *, token: str = "", timeout_s: float = 5.0):
+        self.uri = uri
+        self.alias = check_collection_name(f"{logical}__live")
+        self._file = FilePointer(path, logical)
+        self._token = token
+        self._timeout_s = timeout_s
+
+    @property
+    def logical(self) -> str:
+        """The logical collection name."""
+        return self._file.logical
+
+    def _client(self) -> MilvusClient:
+        return MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout_s)
+
+    def _aliased(self) -> str | None:
+        client = self._client()
+        try:
+            described = client.describe_alias(self.alias)
+        except MilvusException:
+            return None  # no alias yet: nothing was ever swapped on this server
+        finally:
+            client.close()
+        return str(described.get("collection_name")) if described else None
+
+    def _point(self, new: str) -> None:
+        client = self._client()
+        try:
+            try:
+                client.alter_alias(new, self.alias)
+            except MilvusException:
+                client.create_alias(new, self.alias)
+        except MilvusException as exc:
+            raise PointerError(f"could not point alias {self.alias} at {new}: {exc.message}") from exc
+        finally:
+            client.close()
+
+    async def active(self) -> str:
+        """The collection the alias names, else what the file says."""
+        aliased = await asyncio.to_thread(self._aliased)
+        return aliased or self._file.read().active
+
+    async def previous(self) -> str | None:
+        """The collection live before the last swap."""
+        return self._file.read().previous
+
+    async def state(self) -> PointerState:
+        """Active (from the alias), previous and history."""
+        recorded = self._file.read()
+        aliased = await asyncio.to_thread(self._aliased)
+        if aliased and aliased != recorded.active:
+            return PointerState(aliased, recorded.previous, recorded.history)
+        return recorded
+
+    async def swap(self, new: str, *, spec: str = "") -> str | None:
+        """Move the alias to `new`, then record it; returns the collection it replaced."""
+        state, replaced = self._file.swapped(new, spec)
+        aliased = await asyncio.to_thread(self._aliased)
+        if aliased and aliased != new:
+            replaced = aliased
+            state = PointerState(new, aliased, state.history)
+        await asyncio.to_thread(self._point, new)
+        self._file.write(state)
+        logger.info("alias %s: %s -> %s", self.alias, replaced, new)
+        return replaced
+
+
+def pointer_for(settings: Settings) -> FilePointer | AliasPointer:
+    """The pointer for the configured store: a file on Milvus Lite, an alias on a server."""
+    logical = settings.store.collection
+    path = collections_dir(settings) / f"{logical}.json"
+    if is_lite_uri(settings.milvus_uri):
+        return FilePointer(path, logical)
+    return AliasPointer(
+        settings.milvus_uri, logical, path, token=settings.store.token, timeout_s=settings.store.timeout_s
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import socket
 import statistics
@@ -100,6 +101,8 @@ async def run(args: argparse.Namespace) -> None:
             yield CacheItem(CacheKey(f"问题{i}"), vectors[i], frozenset(), b"x" * 2048, 50.0)
 
     print(f"{args.entries} cached queries, dim {args.dim}, one partition, {args.lookups} lookups each")
+    # Wall-clock latencies mean little on a loaded host; print the context with the figures.
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     report(
         "raw numpy scan (matrix @ vector)",
         await timed(args.lookups, lambda i: _scan(vectors, paraphrases[i])),

@@ -421,10 +421,13 @@ async def run_quality(
     settings = eval_store_settings(settings)
     encoder = encoder or default_encoder(settings)
     ids = StoreIds(list(dataset.corpus))
-
-    pipeline, ingest = await _open_ingested(
-        settings, encoder, dataset, ids, config.quiet, config.ingest_batch
-    )
+    try:
+        pipeline, ingest = await _open_ingested(
+            settings, encoder, dataset, ids, config.quiet, config.ingest_batch
+        )
+    except BaseException:
+        await encoder.close()  # the pipeline owns it once open; until then nobody else closes it
+        raise
     # Only the evaluated queries: with --limit-queries the rest must not count as misses.
     qrels = {q.id: dataset.qrels[q.id] for q in judged}
     modes: dict[str, ModeResult] = {}
@@ -563,7 +566,8 @@ METRIC_LABELS = {
 
 def metrics_table(summary: Mapping[str, Any]) -> str:
     """The headline table: one row per mode, the four metrics and latency percentiles."""
-    header = ["mode", *(METRIC_LABELS[m] for m in METRICS), "P50 ms", "P95 ms"]
+    # Latency here is the engine's own took_ms (no HTTP); `search-eval latency` measures the API.
+    header = ["mode", *(METRIC_LABELS[m] for m in METRICS), "engine P50 ms", "engine P95 ms"]
     rows = [
         [
             mode,
@@ -574,6 +578,13 @@ def metrics_table(summary: Mapping[str, Any]) -> str:
         for mode, values in summary["metrics"].items()
     ]
     return markdown_table(header, rows)
+
+
+STAT_TESTS = {
+    "student": "two-sided paired Student's t-test",
+    "fisher": "Fisher's randomisation test",
+    "tukey": "Tukey's HSD test",
+}
 
 
 def _pvalue_table(comparison: Comparison) -> str:
@@ -615,7 +626,8 @@ def results_markdown(summary: Mapping[str, Any], comparison: Comparison | None) 
         )
     if comparison is not None:
         lines += [
-            f"## Significance ({comparison.stat_test} paired t-test, p < {comparison.max_p})",
+            f"## Significance ({STAT_TESTS.get(comparison.stat_test, comparison.stat_test)}, "
+            f"p < {comparison.max_p})",
             "",
             "ranx.compare (a superscript letter: significantly better than that row):",
             "",

@@ -107,10 +107,13 @@ def plot_metrics(runs: Sequence[RunFolder], path: Path) -> bool:
         bars = ax.bar(xs, [values[m] for m in METRICS], width, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(range(len(METRICS)), [METRIC_LABELS[m] for m in METRICS])
-    ax.set_ylim(0, 1.12)
+    # Scores often sit close to 1; a zoomed axis shows the differences, and the title says so.
+    lowest = min(values[m] for _, values in series for m in METRICS)
+    floor = max(0.0, math.floor((lowest - 0.05) * 10) / 10)
+    ax.set_ylim(floor, 1.0 + (1.0 - floor) * 0.12)
     ax.set_ylabel("score")
-    ax.set_title("Retrieval quality by mode")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Retrieval quality by mode" + (f" (axis starts at {floor:.1f})" if floor > 0 else ""))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(series), 4))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -243,7 +246,7 @@ def build_report(run_dirs: Sequence[Path], out: Path) -> dict[str, Any]:
         for r in runs:
             if r.quality and r.quality.get("comparison"):
                 lines += [
-                    f"Significance in {r.name} ({r.quality['comparison']['stat_test']} paired t-test, "
+                    f"Significance in {r.name} ({r.quality['comparison']['stat_test']} test, "
                     f"p < {r.quality['comparison']['max_p']}):",
                     "",
                     "```",

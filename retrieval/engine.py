@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Final
 
 from retrieval.documents import lexicon_from, read_jsonl
 from retrieval.encoders.build import BuiltModel, ensure_model
+from retrieval.encoders.factory import remote_config_from_env, remote_encoder
 from retrieval.encoders.local import OnnxEncoder
 from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable
-from retrieval.encoders.remote import RemoteEncoder
+from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
 from retrieval.fusion import WeightedRRF
 from retrieval.pipeline import PipelineConfig, SearchPipeline
+from retrieval.reindex import resume_journals, spec_for_model_id, summarize
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from retrieval.store.milvus import MilvusStore
+from retrieval.store.pointer import pointer_for
+from retrieval.store.protocol import ModelMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +99,8 @@ async def open_pipeline(
     """Build the model if needed, open the collection, load BM25 statistics, and start."""
     if encoder is None:
         encoder = local_encoder(settings, ensure_built_model(settings, progress=logger.info))
-    name = collection or settings.store.collection
+    # The pointer names the live physical collection (another one after a reindex swapped it in).
+    name = collection or await pointer_for(settings).active()
     store = MilvusStore(
         settings.milvus_uri, name, token=settings.store.token, timeout_s=settings.store.timeout_s
     )
@@ -113,10 +121,88 @@ async def open_pipeline(
     pipeline = SearchPipeline(encoder, sparse, store, fuser, config)
     try:
         await pipeline.start()
+    except ModelMismatch as exc:
+        await store.close()
+        if collection is not None:
+            raise
+        raise ModelMismatch(f"{exc} {await _mismatch_advice(settings, name)}") from exc
     except BaseException:
         await store.close()
         raise
+    if collection is None:
+        resume_journals(pipeline, settings)
     return pipeline
+
+
+LOCAL_SPECS: Final = {"local": "int8", "local-fp32": "fp32"}
+"""Encoder specs of the configured local ONNX model, by precision."""
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """An encoder spec as (provider, model): ("local", "int8"|"fp32") or ("ollama"|"openai", model).
+
+    Specs: ``local`` (the configured model, INT8), ``local-fp32``, ``ollama/<model>``,
+    ``openai/<model>``. Raises ValueError for anything else.
+    """
+    text = spec.strip()
+    if text in LOCAL_SPECS:
+        return "local", LOCAL_SPECS[text]
+    provider, _, model = text.partition("/")
+    if provider in PROVIDERS and model.strip():
+        return provider, model.strip()
+    raise ValueError(
+        f"encoder spec must be local, local-fp32, ollama/<model> or openai/<model>, not {spec!r}"
+    )
+
+
+def encoder_from_spec(spec: str, settings: Settings, environ: Mapping[str, str] | None = None) -> Encoder:
+    """The encoder a spec names (see `parse_spec`); may build the local model, so it can be slow.
+
+    A remote spec takes the service's URL, key and tuning from the configured remote encoder when
+    it is the same provider, else from the EMBEDDING_* variables of `environ` (default
+    `os.environ`), with the model replaced.
+    """
+    provider, model = parse_spec(spec)
+    if provider == "local":
+        local = dataclasses.replace(settings, model=dataclasses.replace(settings.model, precision=model))
+        return local_encoder(local, ensure_built_model(local, progress=logger.info))
+    base = settings.remote_encoder
+    if base is None or base.provider != provider:
+        env = {**(os.environ if environ is None else environ), "EMBEDDING_PROVIDER": provider}
+        base = remote_config_from_env(env)
+        if base is None:  # cannot happen with a remote provider set; keeps the types honest
+            raise ValueError(f"no remote configuration for {spec!r}")
+    # EMBEDDING_API_DIM describes the configured model; another model has its own dimension.
+    dim = base.dim if base.model == model else None
+    return remote_encoder(dataclasses.replace(base, model=model, dim=dim))
+
+
+def _spec_settings(spec: str) -> str:
+    try:
+        provider, model = parse_spec(spec)
+    except ValueError:
+        return f"the encoder it was built with ({spec})"
+    if provider == "local":
+        return f"EMBEDDING_PROVIDER unset (or local) and SEARCH_MODEL_PRECISION={model}"
+    return f"EMBEDDING_PROVIDER={provider} EMBEDDING_API_MODEL={model}"
+
+
+async def _mismatch_advice(settings: Settings, active: str) -> str:
+    """What to do when the configured encoder is not the active collection's model."""
+    pointer = pointer_for(settings)
+    current = await summarize(settings, active, pointer)
+    spec = current.spec or (spec_for_model_id(current.model_id) if current.model_id else None)
+    advice = [f"The active collection {active!r} serves {spec or current.model_id!r}"]
+    if spec is not None:
+        advice.append(f"start with {_spec_settings(spec)}")
+    previous = await pointer.previous()
+    if previous is not None:
+        before = (await pointer.state()).spec_of(previous)
+        advice.append(
+            f"return to {previous!r} ({before or 'its model'}) with `search-api reindex --rollback`"
+        )
+    advice.append("or re-embed it for the configured model with `search-api reindex --to <spec>`")
+    return "; ".join(advice) + "."
 
 
 def file_digest(path: Path) -> str:

@@ -7,6 +7,7 @@ so those statistics always describe exactly what the store holds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -71,6 +72,68 @@ def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats:
     return "\n".join([head] * max(1, head_repeats) + [text])
 
 
+class WriteJournal:
+    """Which documents writes touched since a point in time, to replay them into another collection.
+
+    A reindex copies the live collection while ingests and deletes go on; a rollback returns to a
+    collection that missed every write since the swap. Both replay the journaled documents from the
+    live collection. Each note bumps a sequence number, so `settle` forgets only documents not
+    written again while their replay ran. With a `path`, ids are also appended to a JSON Lines file
+    (the first line holds the BM25 reference length at the start), so an interrupted reindex can
+    resume after a restart without losing writes made in between.
+    """
+
+    def __init__(self, reference_avgdl: float, path: Path | None = None):
+        self.reference_avgdl = reference_avgdl
+        """BM25 reference length when the journal began: sparse vectors copied or kept from then
+        are weighted against it, so a different live value means they must be re-weighted."""
+        self.path = path
+        self._pending: dict[str, int] = {}
+        self._seq = 0
+
+    @classmethod
+    def open(cls, path: Path, reference_avgdl: float) -> WriteJournal:
+        """Continue the journal in `path`, or start one there (recording `reference_avgdl`)."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"reference_avgdl": reference_avgdl}) + "\n")
+            return cls(reference_avgdl, path)
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            header = json.loads(lines[0]) if lines else {}
+            journal = cls(float(header.get("reference_avgdl", reference_avgdl)), path)
+            for line in lines[1:]:
+                journal._remember(str(i) for i in json.loads(line))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"write journal {path} is unreadable: {exc}") from exc
+        return journal
+
+    def _remember(self, doc_ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(doc_ids))
+        for doc_id in ids:
+            self._seq += 1
+            self._pending[doc_id] = self._seq
+        return ids
+
+    def note(self, doc_ids: Iterable[str], *, durable: bool = True) -> None:
+        """Record that these documents were (about to be) written."""
+        ids = self._remember(doc_ids)
+        if durable and self.path is not None and ids:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(ids, ensure_ascii=False) + "\n")
+
+    def pending(self) -> dict[str, int]:
+        """Documents written and not yet settled, with the sequence number of their last write."""
+        return dict(self._pending)
+
+    def settle(self, replayed: Mapping[str, int]) -> None:
+        """Forget documents whose replay is done, unless they were written again meanwhile."""
+        for doc_id, seq in replayed.items():
+            if self._pending.get(doc_id) == seq:
+                del self._pending[doc_id]
+
+
 @dataclass
 class PipelineConfig:
     """Knobs the pipeline needs (a projection of Settings, so tests can build one directly)."""
@@ -101,6 +164,7 @@ class SearchPipeline:
         self.config = config or PipelineConfig()
         self._write_lock = asyncio.Lock()
         self.kb_version = 0
+        self._journals: dict[str, WriteJournal] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -189,6 +253,7 @@ class SearchPipeline:
         async with self._write_lock:
             old = await self.store.chunk_terms([d.id for d in docs])
             self._mark_dirty()
+            self._note_written([d.id for d in docs])
             for stored in old:
                 self.stats.remove(self.stats.counts_from_json(stored.terms, stored.length)[0])
             for c in counts:
@@ -215,6 +280,7 @@ class SearchPipeline:
             new_ids = {r.id for r in records}
             stale = [s.chunk_id for s in old if s.chunk_id not in new_ids]
             await self.store.delete(stale)
+            self._note_written([d.id for d in docs], durable=False)
             if self.stats.needs_reweight(self.config.reweight_drift):
                 await self._reweight()
             await self._persist_stats()
@@ -233,7 +299,9 @@ class SearchPipeline:
             if not old:
                 return IngestReport(0, 0, 0)
             self._mark_dirty()
+            self._note_written(ids)
             await self.store.delete([s.chunk_id for s in old])
+            self._note_written(ids, durable=False)
             for stored in old:
                 self.stats.remove(self.stats.counts_from_json(stored.terms, stored.length)[0])
             if self.stats.needs_reweight(self.config.reweight_drift):
@@ -248,6 +316,51 @@ class SearchPipeline:
             self._mark_dirty()
             await self._reweight()
             await self._persist_stats()
+
+    # -- switching collections (see retrieval/reindex.py) ------------------------------------
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held by every write; a collection swap holds it so no write lands in the old collection."""
+        return self._write_lock
+
+    def begin_journal(self, name: str, path: Path | None = None) -> WriteJournal:
+        """Start (or continue, from `path` or in memory) recording which documents writes touch."""
+        journal = self._journals.get(name)
+        if journal is None:
+            reference = self.stats.reference_avgdl
+            journal = WriteJournal.open(path, reference) if path is not None else WriteJournal(reference)
+            self._journals[name] = journal
+        return journal
+
+    def journal(self, name: str) -> WriteJournal | None:
+        """The running journal called `name`, if any."""
+        return self._journals.get(name)
+
+    def end_journal(self, name: str) -> WriteJournal | None:
+        """Stop recording into `name`; returns it (its file, if any, is left to the caller)."""
+        return self._journals.pop(name, None)
+
+    def _note_written(self, doc_ids: Sequence[str], *, durable: bool = True) -> None:
+        # Called twice per write: before the store changes (durable, so a crash cannot lose the
+        # note) and after (so a replay that read the documents in between does not settle them).
+        for journal in self._journals.values():
+            journal.note(doc_ids, durable=durable)
+
+    async def adopt(
+        self, encoder: Encoder, store: VectorStore, stats_path: Path | None
+    ) -> tuple[Encoder, VectorStore]:
+        """Serve from `store` with `encoder` from now on; returns the pair it replaces.
+
+        The caller holds `write_lock`. The three assignments happen with no await between them,
+        so every search sees either the old pair or the new one; the statistics describe both
+        collections' identical content and carry over. Neither old object is closed: a search may
+        still be using them, and the old encoder is what a rollback needs.
+        """
+        old = (self.encoder, self.store)
+        self.encoder, self.store, self.config.stats_path = encoder, store, stats_path
+        self.kb_version += 1
+        await self._persist_stats()  # the snapshot's tag names the model, so write it anew
+        return old
 
     # -- reads -----------------------------------------------------------------------------
     async def embed_query(self, query: str) -> Vectors:

@@ -17,8 +17,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval.encoders.protocol import Encoder
 from retrieval.settings import Settings, load_settings
+from search_api.controllers.admin import AdminReindexController
 from search_api.controllers.documents import DocumentsController
 from search_api.controllers.health import HealthController
+from search_api.controllers.page import PageController, static_router
 from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
 from search_api.state import EngineState
@@ -71,7 +73,14 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         return state
 
     app = Litestar(
-        route_handlers=[SearchController, DocumentsController, HealthController],
+        route_handlers=[
+            SearchController,
+            DocumentsController,
+            HealthController,
+            AdminReindexController,
+            PageController,
+            static_router(),
+        ],
         dependencies={"engine": Provide(provide_engine, use_cache=True)},
         exception_handlers={Exception: api_error_handler},
         lifespan=[lifespan],

@@ -80,6 +80,169 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_ingest(Path(args.file), settings, args.batch))
 
 
+def _api_url(settings: Settings) -> str:
+    host = settings.service.host
+    # A server bound to every interface is reached over loopback from here.
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return (
+        f"http://[{host}]:{settings.service.port}"
+        if ":" in host
+        else f"http://{host}:{settings.service.port}"
+    )
+
+
+def _api_reachable(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _http_error(response: object) -> str:
+    import httpx
+
+    if not isinstance(response, httpx.Response):
+        return str(response)
+    try:
+        body = response.json()
+        return f"HTTP {response.status_code} {body.get('code')}: {body.get('message')}"
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def _reindex_over_http(url: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Drive the admin endpoints of a running server and show the job's progress."""
+    import time
+
+    import httpx
+    from tqdm import tqdm
+
+    from search_api.auth import API_KEY_HEADER
+
+    key = settings.service.admin_key
+    headers = {API_KEY_HEADER: key} if key else {}
+    with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0) as client:
+        if args.rollback:
+            response = client.post("/v1/admin/reindex/rollback")
+            if response.status_code != 200:
+                print(f"search-api reindex: rollback failed: {_http_error(response)}", file=sys.stderr)
+                return 1
+            done = response.json()
+            print(
+                f"rolled back {done['replaced']} -> {done['active']} ({done['model_id']}, "
+                f"dim {done['dim']}); {done['replayed_documents']} documents replayed"
+            )
+            return 0
+        response = client.post("/v1/admin/reindex", json={"to": args.to, "batch": args.batch})
+        if response.status_code != 202:
+            print(f"search-api reindex: not started: {_http_error(response)}", file=sys.stderr)
+            return 1
+        job_id = response.json()["id"]
+        status = response.json()
+        with tqdm(unit="chunk", desc=f"reindex -> {args.to}", disable=args.no_progress) as bar:
+            while status["state"] == "running":
+                time.sleep(args.poll)
+                response = client.get("/v1/admin/reindex")
+                if response.status_code != 200:
+                    print(f"search-api reindex: status failed: {_http_error(response)}", file=sys.stderr)
+                    return 1
+                status = response.json()
+                if status.get("id") != job_id:
+                    print("search-api reindex: another reindex replaced this one", file=sys.stderr)
+                    return 1
+                bar.total, bar.n = status["total"], status["done"]
+                bar.refresh()
+    if status["state"] != "succeeded":
+        print(f"search-api reindex: {status['state']}: {status.get('error')}", file=sys.stderr)
+        return 1
+    print(f"now serving {status['collection']} ({status['model_id']}, dim {status['dim']})")
+    return 0
+
+
+async def _reindex_in_process(args: argparse.Namespace, settings: Settings) -> int:
+    """Reindex or roll back against the data folder (Milvus Lite) or the Milvus server directly."""
+    from retrieval.encoders.remote import RemoteEncoder
+    from retrieval.engine import encoder_from_spec, open_pipeline
+    from retrieval.reindex import reindex, rollback, spec_for_model_id, summarize
+    from retrieval.store.pointer import pointer_for
+
+    pointer = pointer_for(settings)
+    current = await summarize(settings, await pointer.active(), pointer)
+    if current.model_id is None:
+        print(f"search-api reindex: collection {current.name} does not exist yet", file=sys.stderr)
+        return 1
+    # Open the live collection with the encoder it was built by, whatever is configured now.
+    encoder = encoder_from_spec(current.spec or spec_for_model_id(current.model_id), settings)
+    if isinstance(encoder, RemoteEncoder):
+        await encoder.discover_dim()
+    pipeline = await open_pipeline(settings, encoder=encoder)
+    try:
+        if args.rollback:
+            previous = await pointer.previous()
+            if previous is None:
+                print("search-api reindex: no previous collection to roll back to", file=sys.stderr)
+                return 1
+            before = await summarize(settings, previous, pointer)
+            if before.model_id is None:
+                print(f"search-api reindex: {previous} no longer exists", file=sys.stderr)
+                return 1
+            back = encoder_from_spec(before.spec or spec_for_model_id(before.model_id), settings)
+            try:
+                undone = await rollback(pipeline, back, settings=settings, pointer=pointer)
+            except BaseException:
+                await back.close()
+                raise
+            await undone.retired_encoder.close()
+            print(
+                f"rolled back {undone.replaced} -> {undone.active} ({undone.model_id}, dim {undone.dim}); "
+                f"{undone.replayed_documents} documents replayed"
+            )
+            return 0
+        target = encoder_from_spec(args.to, settings)
+        try:
+            report = await reindex(
+                pipeline,
+                target,
+                settings=settings,
+                spec=args.to,
+                batch=args.batch,
+                progress=not args.no_progress,
+                pointer=pointer,
+            )
+        except BaseException:
+            if pipeline.encoder is not target:
+                await target.close()
+            raise
+        await report.retired_encoder.close()
+        print(
+            f"now serving {report.target} ({report.model_id}, dim {report.dim}): {report.rows} chunks, "
+            f"{report.copied} copied now, {report.resumed_from} before, {report.replayed_documents} "
+            f"documents replayed; {report.source} kept for --rollback"
+        )
+        return 0
+    finally:
+        await pipeline.close()
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-embed for another model (or roll back): through the running API, else in-process."""
+    url = args.url
+    if url is None and _api_reachable(_api_url(settings)):
+        url = _api_url(settings)
+    try:
+        if url is not None:
+            return _reindex_over_http(url, args, settings)
+        return asyncio.run(_reindex_in_process(args, settings))
+    except KeyboardInterrupt:
+        print("search-api reindex: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a CLI reports every failure in one line and a non-zero status
+        print(f"search-api reindex: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `search-api` argument parser."""
     parser = argparse.ArgumentParser(prog="search-api", description=__doc__)
@@ -105,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file")
     ingest.add_argument("--batch", type=int, default=256)
     ingest.set_defaults(func=cmd_ingest)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="re-embed every chunk for another model into a new collection and swap (or roll back)",
+        description="Through the API when one is running (at --url, or the configured host and port), "
+        "else in-process against the data folder or the Milvus server. Rerun an interrupted reindex "
+        "with the same --to to resume it.",
+    )
+    what = reindex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--to", help="encoder spec: local, local-fp32, ollama/<model> or openai/<model>")
+    what.add_argument("--rollback", action="store_true", help="swap back to the previous collection")
+    reindex.add_argument("--url", default=None, help="a running API, e.g. http://127.0.0.1:8000")
+    reindex.add_argument("--batch", type=int, default=256, help="chunks per embedding batch")
+    reindex.add_argument("--poll", type=float, default=0.5, help="seconds between status polls (API)")
+    reindex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    reindex.set_defaults(func=cmd_reindex)
     return parser
 
 

@@ -5,22 +5,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.protocol import Encoder
 from retrieval.engine import (
+    encoder_from_spec,
     ensure_built_model,
     ingest_fixtures,
     local_encoder,
     open_pipeline,
+    parse_spec,
     wait_for_remote,
 )
 from retrieval.pipeline import SearchPipeline
+from retrieval.reindex import (
+    NoPreviousCollection,
+    ReindexError,
+    ReindexInProgress,
+    RollbackReport,
+    spec_for_model_id,
+    summarize,
+)
+from retrieval.reindex import reindex as reindex_collection
+from retrieval.reindex import rollback as rollback_collection
 from retrieval.settings import Settings
+from retrieval.store.pointer import pointer_for, utc_now
 from search_api.errors import NotReady
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReindexJob:
+    """A reindex running (or finished) in the serving process."""
+
+    id: str
+    target: str
+    """The encoder spec re-embedded for."""
+    state: Literal["running", "succeeded", "failed", "cancelled"] = "running"
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    collection: str | None = None
+    """The new collection, once swapped in."""
+    started_at: str = field(default_factory=utc_now)
+    finished_at: str | None = None
+
+    def progress(self, done: int, total: int) -> None:
+        """Progress callback for `reindex`."""
+        self.done, self.total = done, total
 
 
 @dataclass
@@ -34,6 +70,12 @@ class EngineState:
     phase: str = "starting"
     error: str | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    reindex_job: ReindexJob | None = None
+    """The last reindex started through the API."""
+    retired_encoder: Encoder | None = field(default=None, repr=False)
+    """The encoder the last swap replaced: kept open for a rollback (and searches still using it)."""
+    _admin_busy: bool = field(default=False, repr=False)
+    _reindex_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def require(self) -> SearchPipeline:
         """The pipeline, or 503 `not_ready` while it starts (or after start-up failed)."""
@@ -82,8 +124,112 @@ class EngineState:
         self.error = message
         logger.warning(message)
 
+    # -- model switching ------------------------------------------------------------------
+    def start_reindex(self, spec: str, *, batch: int = 256) -> ReindexJob:
+        """Start re-embedding into a new collection in the background; returns the job.
+
+        Raises ValueError for an unknown spec and `ReindexInProgress` while a reindex or a
+        rollback runs. Searches and writes keep being served meanwhile.
+        """
+        pipeline = self.require()
+        parse_spec(spec)
+        if self._admin_busy:
+            raise ReindexInProgress("a reindex or rollback is already running")
+        # Set before the first await so a second request in the same instant sees it.
+        self._admin_busy = True
+        job = ReindexJob(uuid.uuid4().hex, spec.strip())
+        self.reindex_job = job
+        self._reindex_task = asyncio.create_task(self._run_reindex(pipeline, job, batch))
+        return job
+
+    async def _run_reindex(self, pipeline: SearchPipeline, job: ReindexJob, batch: int) -> None:
+        encoder: Encoder | None = None
+        try:
+            # The local spec may build the model: minutes of CPU, kept off the event loop.
+            encoder = await asyncio.to_thread(encoder_from_spec, job.target, self.settings)
+            report = await reindex_collection(
+                pipeline,
+                encoder,
+                settings=self.settings,
+                spec=job.target,
+                batch=batch,
+                on_progress=job.progress,
+            )
+            await self._retire(report.retired_encoder)
+            job.collection, job.state = report.target, "succeeded"
+        except asyncio.CancelledError:
+            job.state = "cancelled"
+            raise
+        except Exception as exc:
+            logger.exception("reindex to %s failed", job.target)
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished_at = utc_now()
+            self._admin_busy = False
+            if encoder is not None and encoder is not pipeline.encoder:
+                await encoder.close()
+
+    async def rollback(self) -> RollbackReport:
+        """Swap back to the previous collection, with the encoder it was built by.
+
+        Raises `NoPreviousCollection`, `ReindexInProgress`, or another `ReindexError`/`StoreError`.
+        """
+        pipeline = self.require()
+        if self._admin_busy:
+            raise ReindexInProgress("a reindex or rollback is already running")
+        self._admin_busy = True
+        encoder: Encoder | None = None
+        try:
+            pointer = pointer_for(self.settings)
+            previous = await pointer.previous()
+            if previous is None:
+                raise NoPreviousCollection("no previous collection to roll back to")
+            summary = await summarize(self.settings, previous, pointer)
+            kept = self.retired_encoder
+            if kept is not None and kept.model_id == summary.model_id:
+                encoder = kept
+            else:
+                spec = summary.spec or (spec_for_model_id(summary.model_id) if summary.model_id else None)
+                if spec is None:
+                    raise ReindexError(f"the previous collection {previous} no longer exists")
+                encoder = await asyncio.to_thread(encoder_from_spec, spec, self.settings)
+            report = await rollback_collection(pipeline, encoder, settings=self.settings, pointer=pointer)
+            if kept is encoder:
+                self.retired_encoder = None  # live again
+            await self._retire(report.retired_encoder)
+            return report
+        finally:
+            self._admin_busy = False
+            if (
+                encoder is not None
+                and encoder is not pipeline.encoder
+                and encoder is not self.retired_encoder
+            ):
+                await encoder.close()
+
+    async def _retire(self, encoder: Encoder) -> None:
+        older, self.retired_encoder = self.retired_encoder, encoder
+        # Two swaps old: no search still uses it, and rollback only reaches one swap back.
+        if (
+            older is not None
+            and older is not encoder
+            and (self.pipeline is None or older is not self.pipeline.encoder)
+        ):
+            await older.close()
+
+    async def _stop_admin(self) -> None:
+        # A cancelled reindex keeps its checkpoint; the next one with the same spec resumes it.
+        if self._reindex_task is not None and not self._reindex_task.done():
+            self._reindex_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reindex_task
+        retired, self.retired_encoder = self.retired_encoder, None
+        if retired is not None and (self.pipeline is None or retired is not self.pipeline.encoder):
+            await retired.close()
+
     async def close(self) -> None:
         """Stop start-up if it is still running, then close the pipeline."""
+        await self._stop_admin()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

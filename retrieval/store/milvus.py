@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,18 @@ def _close_quietly(rows: Iterator[list[dict[str, Any]]]) -> None:
 def is_lite_uri(uri: str) -> bool:
     """Milvus Lite is addressed by a local file path; servers by http(s)/tcp/unix URIs."""
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+def release_lite(uri: str) -> None:
+    """Stop this process's Milvus Lite server for `uri`, so another process may open the file.
+
+    Milvus Lite lets one process at a time open a file and keeps its server running until the
+    process exits; call this once no client in this process uses the file any more.
+    """
+    if is_lite_uri(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(str(Path(uri).resolve()))
 
 
 class MilvusStore:
@@ -366,7 +378,7 @@ class MilvusStore:
 
     async def iterate_chunks(
         self, *, after: str | None = None, batch_size: int = 256
-    ) -> AsyncIterator[list[ChunkRecord]]:
+    ) -> AsyncGenerator[list[ChunkRecord], None]:
         """Every chunk with a key above `after`, in primary-key order, without its dense vector.
 
         The records carry an empty `dense`: a reindex replaces it with the target model's vector,

@@ -148,7 +148,10 @@ class FilePointer:
             return PointerState(self._logical, None)
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            history = tuple(PointerEntry(str(e["collection"]), str(e.get("spec", "")), str(e["at"])) for e in raw.get("history", []))
+            history = tuple(
+                PointerEntry(str(e["collection"]), str(e.get("spec", "")), str(e["at"]))
+                for e in raw.get("history", [])
+            )
             previous = raw.get("previous")
             state = PointerState(
                 check_collection_name(str(raw["active"])),

@@ -235,9 +235,10 @@ def live_api(
 
 @pytest.mark.e2e
 @pytest.mark.slow
-async def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_path: Path) -> None:
+def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_path: Path) -> None:
+    # A plain test: the CLI runs its own event loop, as it does for a user.
     url, queries_path = live_api
-    await check_ready(url)
+    asyncio.run(check_ready(url))
     config = LatencyConfig(
         url=url,
         concurrency=4,
@@ -246,7 +247,7 @@ async def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_
         duration_s=30,
         warmup=2,
     )
-    result = await run_latency(config)
+    result = asyncio.run(run_latency(config))
     assert len(result.samples) == 60 and result.stopped_by == "requests"
     assert result.summary["errors"] == 0, result.summary["error_kinds"]
     assert result.summary["latency_ms"]["all"]["count"] == 60

@@ -1,0 +1,270 @@
+"""`/v1/search` over HTTP at a given corpus size, beside the raw engine calls measured in the same run.
+
+    uv run python -m eval.bench_search_http --chunks 100000 --concurrency 16 --duration 30 --runs 3
+
+Steps, all on this machine:
+1. Build (once, cached in `--data-dir`) a collection of the fixtures plus a synthetic corpus
+   (`eval.synthetic`) of `--chunks` one-chunk documents of about 190 characters. Sparse BM25
+   vectors always come from the real jieba + BM25 path. Passage dense vectors come from the real
+   model (`--passages model`, ~60 chunks/s on 2 cores) or are random unit vectors
+   (`--passages random`): exact (FLAT) search costs the same whatever the stored vectors are, so
+   random vectors measure latency honestly in a fraction of the build time; relevance is not
+   measured here.
+2. Raw engine, in-process, one query at a time: query encoding, the Milvus dense search, the
+   Milvus sparse search, and the whole `pipeline.search` (encode + both searches + fusion).
+3. `search-api serve` on a loopback port with that data folder, driven by `eval.latency` at
+   `--concurrency` for `--duration` seconds with the fixtures' queries; repeated `--runs` times.
+Milvus Lite opens a file from one process only, so steps 2 and 3 run one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+from eval.latency import LatencyConfig, SearchModeName, load_query_texts, run_latency
+from eval.synthetic import SyntheticCorpus
+from retrieval.documents import read_jsonl
+from retrieval.encoders.local import OnnxEncoder
+from retrieval.encoders.protocol import Vectors
+from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
+from retrieval.pipeline import SearchPipeline
+from retrieval.settings import PROJECT_ROOT, Settings, load_settings
+from retrieval.store.filters import SearchFilter
+from retrieval.store.milvus import release_lite
+
+QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
+
+
+class RandomPassages:
+    """The real model for queries; random unit vectors for passages (see the module docstring)."""
+
+    def __init__(self, real: OnnxEncoder, seed: int = 11):
+        self.real = real
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def model_id(self) -> str:
+        return self.real.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.real.dim
+
+    async def encode_queries(self, texts: list[str]) -> Vectors:
+        return await self.real.encode_queries(texts)
+
+    async def encode_passages(self, texts: list[str]) -> Vectors:
+        vectors = self.rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "n": len(values),
+    }
+
+
+async def build_corpus(settings: Settings, chunks: int, passages: str, batch: int = 512) -> int:
+    """Ingest fixtures + synthetic chunks unless the data folder already holds them."""
+    marker = settings.service.data_dir / f"bench-corpus-{chunks}-{passages}.done"
+    real = local_encoder(settings, ensure_built_model(settings))
+    encoder = real if passages == "model" else RandomPassages(real)
+    pipeline = await open_pipeline(settings, encoder=encoder)
+    try:
+        if marker.exists():
+            return pipeline.stats.n_docs
+        await pipeline.ingest(list(read_jsonl(settings.service.fixtures_path)))
+        corpus = SyntheticCorpus(seed=7)
+        docs = corpus.documents(chunks)
+        with tqdm(total=chunks, desc=f"ingest ({passages} passage vectors)", unit="chunk") as bar:
+            pending = []
+            for doc in docs:
+                pending.append(doc)
+                if len(pending) == batch:
+                    await pipeline.ingest(pending, chunk=False)
+                    bar.update(len(pending))
+                    pending = []
+            if pending:
+                await pipeline.ingest(pending, chunk=False)
+                bar.update(len(pending))
+        marker.write_text(json.dumps({"chunks": pipeline.stats.n_docs}))
+        return pipeline.stats.n_docs
+    finally:
+        await pipeline.close()
+        release_lite(settings.milvus_uri)
+
+
+async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str, Any]:
+    """Per-stage latency in-process, one query at a time (warm-up excluded)."""
+    encoder = local_encoder(settings, ensure_built_model(settings))
+    pipeline: SearchPipeline = await open_pipeline(settings, encoder=encoder)
+    stages: dict[str, list[float]] = {"encode": [], "dense": [], "sparse": [], "pipeline_hybrid": []}
+    try:
+        depth = settings.fusion.candidates
+        for i in range(n + 20):
+            q = queries[i % len(queries)]
+            t0 = time.perf_counter()
+            vec = await encoder.encode_queries([q])
+            t1 = time.perf_counter()
+            await pipeline.store.search_dense(vec[0], depth, SearchFilter())
+            t2 = time.perf_counter()
+            await pipeline.store.search_sparse(pipeline.sparse.query_vector(q), depth, SearchFilter())
+            t3 = time.perf_counter()
+            await pipeline.search(q, top_k=10)
+            t4 = time.perf_counter()
+            if i >= 20:
+                stages["encode"].append((t1 - t0) * 1000)
+                stages["dense"].append((t2 - t1) * 1000)
+                stages["sparse"].append((t3 - t2) * 1000)
+                stages["pipeline_hybrid"].append((t4 - t3) * 1000)
+        return {name: _stats(values) for name, values in stages.items()} | {"chunks": pipeline.stats.n_docs}
+    finally:
+        await pipeline.close()
+        release_lite(settings.milvus_uri)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def http_runs(
+    data_dir: Path, queries: list[str], concurrency: int, duration: float, runs: int, mode: SearchModeName
+) -> list[dict[str, Any]]:
+    """Start the real server and measure `runs` load runs against it."""
+    port = _free_port()
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "SEARCH_SERVICE_INGEST_FIXTURES": "false"}
+    log = (data_dir / "bench-server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(600):
+                try:
+                    ready = await client.get(f"{url}/v1/ready")
+                    if ready.status_code == 200:
+                        break
+                    if "failed" in ready.text:
+                        raise RuntimeError(f"server start-up failed: {ready.text}")
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}; see {log.name}")
+                await asyncio.sleep(0.5)
+            else:
+                raise RuntimeError("server not ready after 300 s")
+        results = []
+        for run in range(runs):
+            config = LatencyConfig(
+                url=url,
+                concurrency=concurrency,
+                queries=tuple(queries),
+                duration_s=duration,
+                mode=mode,
+                cache="off",
+                warmup=20 if run == 0 else 0,
+            )
+            result = await run_latency(config)
+            summary = result.summary
+            if not summary["latency_ms"]["all"].get("count"):
+                errors = [s.error or s.status for s in result.samples[:3]]
+                raise RuntimeError(f"no successful request: {errors}")
+            results.append(
+                {
+                    "run": run + 1,
+                    "qps": summary["qps"],
+                    "errors": summary["errors"],
+                    **{k: summary["latency_ms"]["all"][k] for k in ("p50_ms", "p95_ms", "p99_ms", "count")},
+                }
+            )
+            print(f"  HTTP run {run + 1}: {results[-1]}", flush=True)
+        return results
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main() -> None:
+    """Run the benchmark and print (and optionally write) its figures as JSON."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--passages", choices=("random", "model"), default="random")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--raw-queries", type=int, default=200)
+    parser.add_argument("--mode", choices=("hybrid", "dense", "sparse"), default="hybrid")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    data_dir = args.data_dir or PROJECT_ROOT / "data" / f"bench-{args.chunks}-{args.passages}"
+    base = load_settings(environ={**os.environ, "SEARCH_DATA_DIR": str(data_dir)})
+    settings = dataclasses.replace(base, service=dataclasses.replace(base.service, ingest_fixtures=False))
+    queries = load_query_texts(QUERIES)
+
+    started = time.perf_counter()
+    chunks = asyncio.run(build_corpus(settings, args.chunks, args.passages))
+    print(f"corpus: {chunks} chunks in {data_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
+    raw = asyncio.run(raw_engine(settings, queries, args.raw_queries))
+    print(f"raw engine (in-process, sequential): {json.dumps(raw)}", flush=True)
+    http = asyncio.run(http_runs(data_dir, queries, args.concurrency, args.duration, args.runs, args.mode))
+    report = {
+        "chunks": chunks,
+        "passages": args.passages,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "raw_engine": raw,
+        "http_runs": http,
+        "http_median_of_runs": {
+            k: round(statistics.median(r[k] for r in http), 2) for k in ("p50_ms", "p95_ms", "p99_ms", "qps")
+        },
+    }
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ A partition holds the entries that may answer each other structurally (same filt
 route and config), so a lookup scans only its own rows. Rows are append-only: removal marks a
 row dead and a later compaction builds fresh arrays. That keeps every row a running search sees
 unchanged, which is what lets a large partition be scanned in a worker thread (numpy releases
-the GIL in BLAS) while the event loop keeps adding and removing entries.
+the GIL in the einsum loop) while the event loop keeps adding and removing entries.
 """
 
 from __future__ import annotations

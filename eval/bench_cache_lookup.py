@@ -104,7 +104,7 @@ async def run(args: argparse.Namespace) -> None:
     # Wall-clock latencies mean little on a loaded host; print the context with the figures.
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     report(
-        "raw numpy scan (matrix @ vector)",
+        "raw numpy BLAS scan (matrix @ vector)",
         await timed(args.lookups, lambda i: _scan(vectors, paraphrases[i])),
     )
     await bench_memory(args, items(), targets, paraphrases, strangers)
@@ -159,12 +159,14 @@ async def bench_redis(
         replayed = (await reader.status())["semantic_entries"]
         print(f"redis: a new worker replays {replayed} vectors {time.perf_counter() - started:.2f} s")
 
+        hits = 0
+
         async def semantic_hit(i: int) -> float:
+            nonlocal hits
             key = CacheKey(f"问题{targets[i]}的另一种问法")
             await reader.get_exact(key)  # as in a search: exact first, then the encoder, then this
             t0 = time.perf_counter()
-            if not (await reader.get_semantic(key, paraphrases[i], set())).is_hit:
-                raise RuntimeError("expected a semantic hit")
+            hits += (await reader.get_semantic(key, paraphrases[i], set())).is_hit
             return (time.perf_counter() - t0) * 1000
 
         report(
@@ -179,12 +181,16 @@ async def bench_redis(
             "redis get_semantic (hit: scan + one round trip)",
             [await semantic_hit(i) for i in range(args.lookups)],
         )
+        print(f"  semantic hits {hits}/{args.lookups} (a miss here is a Redis timeout turned into a miss)")
         report(
             "redis get_semantic (miss: scan only)",
             await timed(
                 args.lookups, lambda i: reader.get_semantic(CacheKey("无关的问题"), strangers[i], set())
             ),
         )
+        metrics = reader.metrics()
+        skipped = metrics["short_circuited"]
+        print(f"redis reader: errors {metrics['errors']}, calls short-circuited by the breaker {skipped}")
     finally:
         await writer.close()
         await reader.close()

@@ -50,6 +50,8 @@ class ConversionReport:
 
     def summary(self) -> str:
         """One line for the terminal."""
+        if self.level == "document":
+            return f"{self.corpus_docs} documents, {self.kept}/{self.questions} queries judged"
         return (
             f"{self.level}: {self.corpus_docs} documents, {self.kept}/{self.questions} questions kept "
             f"(answer realigned {self.answer_realigned}, dropped: misaligned {self.dropped_misaligned}, "

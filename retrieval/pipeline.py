@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -164,6 +164,8 @@ class SearchPipeline:
         self.config = config or PipelineConfig()
         self._write_lock = asyncio.Lock()
         self.kb_version = 0
+        self.write_listeners: list[Callable[[], Awaitable[object]]] = []
+        """Called after every committed change (ingest, delete, swap): caches invalidate here."""
         self._journals: dict[str, WriteJournal] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -284,7 +286,7 @@ class SearchPipeline:
             if self.stats.needs_reweight(self.config.reweight_drift):
                 await self._reweight()
             await self._persist_stats()
-            self.kb_version += 1
+            await self._published()
 
         per_doc: dict[str, int] = {}
         for doc, _, _ in planned:
@@ -307,7 +309,7 @@ class SearchPipeline:
             if self.stats.needs_reweight(self.config.reweight_drift):
                 await self._reweight()
             await self._persist_stats()
-            self.kb_version += 1
+            await self._published()
         return IngestReport(len({s.doc_id for s in old}), 0, len(old))
 
     async def reweight(self) -> None:
@@ -358,11 +360,16 @@ class SearchPipeline:
         """
         old = (self.encoder, self.store)
         self.encoder, self.store, self.config.stats_path = encoder, store, stats_path
-        self.kb_version += 1
+        await self._published()
         await self._persist_stats()  # the snapshot's tag names the model, so write it anew
         return old
 
     # -- reads -----------------------------------------------------------------------------
+    async def _published(self) -> None:
+        self.kb_version += 1
+        for listener in self.write_listeners:
+            await listener()
+
     async def embed_query(self, query: str) -> Vectors:
         """The query's dense vector (one encoder pass, reusable by cache and router)."""
         return await self.encoder.encode_queries([query])

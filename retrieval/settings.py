@@ -111,9 +111,15 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Query cache (filled in by the semantic-cache work)."""
+    """Query cache: in-process LFU by default, Redis (shared by workers) when `redis_url` is set."""
 
+    enabled: bool = True
     redis_url: str = ""
+    ttl_s: float = 3600.0
+    max_entries: int = 10_000
+    semantic_threshold: float = 0.95
+    socket_timeout_s: float = 0.05
+    key_prefix: str = "search:cache:"
 
 
 @dataclass(frozen=True)

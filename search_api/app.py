@@ -23,6 +23,7 @@ from search_api.controllers.health import HealthController
 from search_api.controllers.page import PageController, static_router
 from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
+from search_api.metrics import MetricsController
 from search_api.state import EngineState
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
 
     app = Litestar(
         route_handlers=[
+            MetricsController,
             SearchController,
             DocumentsController,
             HealthController,

@@ -9,6 +9,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+from prometheus_client import CollectorRegistry
+
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.factory import build_cache
+from retrieval.cache.protocol import Cache
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.protocol import Encoder
 from retrieval.engine import (
@@ -34,6 +39,7 @@ from retrieval.reindex import rollback as rollback_collection
 from retrieval.settings import Settings
 from retrieval.store.pointer import pointer_for, utc_now
 from search_api.errors import NotReady
+from search_api.search_service import SearchService
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,9 @@ class EngineState:
     encoder: Encoder | None = None
     """An encoder to use instead of building the configured local model (tests, remote services)."""
     pipeline: SearchPipeline | None = None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    cache: Cache | None = None
+    service: SearchService = field(default_factory=SearchService)
     phase: str = "starting"
     error: str | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -107,6 +116,7 @@ class EngineState:
                 encoder = await asyncio.to_thread(local_encoder, self.settings, model)
             self.phase = "opening store"
             pipeline = await open_pipeline(self.settings, encoder=encoder)
+            await self._start_cache(pipeline)
             if self.settings.service.ingest_fixtures:
                 self.phase = "ingesting fixtures"
                 await ingest_fixtures(pipeline, self.settings)
@@ -119,6 +129,25 @@ class EngineState:
             self.phase = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("engine start-up failed")
+
+    async def _start_cache(self, pipeline: SearchPipeline) -> None:
+        c = self.settings.cache
+        if not c.enabled:
+            return
+        config = CacheConfig(
+            redis_url=c.redis_url,
+            ttl_s=c.ttl_s,
+            max_entries=c.max_entries,
+            semantic_threshold=c.semantic_threshold,
+            socket_timeout_s=c.socket_timeout_s,
+            key_prefix=c.key_prefix,
+        )
+        cache = build_cache(config, registry=self.registry)
+        await cache.start()
+        # Every committed write makes every cached answer (in every worker) stale.
+        pipeline.write_listeners.append(cache.bump_version)
+        self.cache = cache
+        self.service.cache = cache
 
     def _note_wait(self, message: str) -> None:
         self.error = message
@@ -234,6 +263,10 @@ class EngineState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.service.drain()
+        if self.cache is not None:
+            await self.cache.close()
+            self.cache = None
         if self.pipeline is not None:
             await self.pipeline.close()
             self.pipeline = None

@@ -15,6 +15,11 @@ The head is linear (`hidden=0`) or has one ReLU hidden layer, and is trained her
 * everything drawn from one ``numpy.random.Generator`` seeded by the config: same data, same seed,
   same weights.
 
+Optionally the head also sees **KB anchor features**: for every KB kind, the highest cosine
+between the query vector and the embeddings of that kind's titles and aliases (one extra
+(names x dim) matmul on the same vector; no text, no second encoder pass). A general embedding
+cannot tell that "栖梧琴" is an item of this world; the nearest KB names can.
+
 Inputs are standardised per dimension during training (embeddings of one model crowd into a narrow
 cone, so raw coordinates differ little between classes); the standardisation is folded into the
 first layer when the classifier is built, so inference is a plain matmul. Inference can run with
@@ -237,6 +242,45 @@ class DenseLayer:
 
 
 @dataclass(frozen=True)
+class KindAnchors:
+    """Embeddings of KB names grouped by kind; turns a query vector into one max-cosine per kind."""
+
+    vectors: DenseLayer
+    """(names, dim) rows sorted by kind; bias zero."""
+    starts: npt.NDArray[np.int64]
+    """Index of each kind's first row (for `np.maximum.reduceat`)."""
+    kinds: tuple[str, ...]
+
+    @classmethod
+    def build(cls, vectors: FloatArray, kinds: Sequence[str]) -> KindAnchors:
+        """Group name vectors (n, dim) by their kind (n,); kinds come out sorted by name."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or len(kinds) != v.shape[0] or v.shape[0] == 0:
+            raise ValueError("anchors need one kind per vector and at least one vector")
+        order = sorted(range(len(kinds)), key=lambda i: (kinds[i], i))
+        sorted_kinds = [kinds[i] for i in order]
+        names = tuple(sorted(set(sorted_kinds)))
+        starts = np.array([sorted_kinds.index(k) for k in names], dtype=np.int64)
+        layer = DenseLayer(np.ascontiguousarray(v[order]), np.zeros(len(order), dtype=np.float32))
+        return cls(layer, starts, names)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.vectors.weight.shape[1])
+
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(n, kinds) highest cosine per kind (vectors are L2-normalised, so dot = cosine)."""
+        similarities = self.vectors(x)
+        out: npt.NDArray[np.float32] = np.maximum.reduceat(similarities, self.starts, axis=1)
+        return out
+
+    def quantized(self) -> KindAnchors:
+        """INT8 per-row anchor vectors."""
+        return KindAnchors(self.vectors.quantized(), self.starts, self.kinds)
+
+
+@dataclass(frozen=True)
 class IntentPrediction:
     """The most probable intent of one query and its softmax probability."""
 
@@ -254,6 +298,7 @@ class IntentClassifier:
         labels: Sequence[str],
         model_id: str,
         meta: Mapping[str, Any] | None = None,
+        anchors: KindAnchors | None = None,
     ):
         if not layers:
             raise ValueError("a classifier needs at least one layer")
@@ -264,7 +309,11 @@ class IntentClassifier:
         for first, second in itertools.pairwise(layers):
             if first.weight.shape[0] != second.weight.shape[1]:
                 raise ValueError("layer shapes do not chain")
+        expected_in = (anchors.dim + len(anchors.kinds)) if anchors is not None else None
+        if expected_in is not None and layers[0].weight.shape[1] != expected_in:
+            raise ValueError("first layer does not take the embedding plus one feature per anchor kind")
         self.layers = tuple(layers)
+        self.anchors = anchors
         self.labels = tuple(labels)
         self.model_id = model_id
         self.meta: dict[str, Any] = dict(meta or {})
@@ -273,6 +322,8 @@ class IntentClassifier:
     @property
     def dim(self) -> int:
         """Input (embedding) dimension."""
+        if self.anchors is not None:
+            return self.anchors.dim
         return int(self.layers[0].weight.shape[1])
 
     @property
@@ -291,6 +342,8 @@ class IntentClassifier:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected vectors of dimension {self.dim}, got shape {np.shape(vectors)}")
+        if self.anchors is not None:
+            x = np.concatenate([x, self.anchors(x)], axis=1)
         for layer in self.layers[:-1]:
             x = np.maximum(layer(x), 0.0)
         return self.layers[-1](x)
@@ -317,7 +370,11 @@ class IntentClassifier:
     def quantized(self) -> IntentClassifier:
         """A copy with INT8 per-row weights."""
         return IntentClassifier(
-            [layer.quantized() for layer in self.layers], self.labels, self.model_id, self.meta
+            [layer.quantized() for layer in self.layers],
+            self.labels,
+            self.model_id,
+            self.meta,
+            self.anchors.quantized() if self.anchors is not None else None,
         )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -330,6 +387,9 @@ class IntentClassifier:
         for i, layer in enumerate(self.layers):
             arrays[f"w{i}"] = layer.weight
             arrays[f"b{i}"] = layer.bias
+        if self.anchors is not None:
+            arrays["anchor_vectors"] = self.anchors.vectors.weight
+            arrays["anchor_starts"] = self.anchors.starts
         np.savez(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         (directory / LABELS_FILE).write_text(
             json.dumps({"labels": list(self.labels)}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
@@ -342,6 +402,7 @@ class IntentClassifier:
             "dim": self.dim,
             "classes": len(self.labels),
             "layers": len(self.layers),
+            "anchor_kinds": list(self.anchors.kinds) if self.anchors is not None else [],
         }
         (directory / META_FILE).write_text(
             json.dumps(full, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -377,7 +438,18 @@ class IntentClassifier:
                 )
                 for i in range(count)
             ]
-        classifier = cls(layers, [str(label) for label in labels], str(trained_on), meta)
+            anchors = None
+            anchor_kinds = [str(k) for k in meta.get("anchor_kinds") or []]
+            if anchor_kinds:
+                if "anchor_vectors" not in data or "anchor_starts" not in data:
+                    raise ValueError(f"{directory}: meta.json lists anchor kinds but {WEIGHTS_FILE} has none")
+                vectors = np.ascontiguousarray(data["anchor_vectors"], dtype=np.float32)
+                anchors = KindAnchors(
+                    DenseLayer(vectors, np.zeros(vectors.shape[0], dtype=np.float32)),
+                    np.asarray(data["anchor_starts"], dtype=np.int64),
+                    tuple(anchor_kinds),
+                )
+        classifier = cls(layers, [str(label) for label in labels], str(trained_on), meta, anchors)
         if classifier.dim != meta.get("dim"):
             raise ModelMismatch(f"{directory}: weights are {classifier.dim}-d, meta says {meta.get('dim')}")
         return classifier.quantized() if precision == "int8" else classifier
@@ -481,6 +553,7 @@ def _build_classifier(
     std: npt.NDArray[np.float64],
     labels: Sequence[str],
     model_id: str,
+    anchors: KindAnchors | None = None,
 ) -> IntentClassifier:
     # Fold standardisation into layer 0: ((x - m) / s) @ W + b == x @ (W / s) + (b - (m / s) @ W).
     w0 = params.weights[0] / std[:, None]
@@ -491,7 +564,7 @@ def _build_classifier(
         DenseLayer(np.ascontiguousarray(w.T, dtype=np.float32), np.asarray(b, dtype=np.float32))
         for w, b in zip(weights, biases, strict=True)
     ]
-    return IntentClassifier(layers, labels, model_id)
+    return IntentClassifier(layers, labels, model_id, anchors=anchors)
 
 
 def train_classifier(
@@ -503,8 +576,12 @@ def train_classifier(
     config: TrainConfig | None = None,
     x_val: FloatArray | None = None,
     y_val: IntArray | Sequence[int] | None = None,
+    anchors: KindAnchors | None = None,
 ) -> TrainResult:
-    """Train a head on embeddings; with a validation set, keep the epoch of best macro-F1."""
+    """Train a head on embeddings; with a validation set, keep the epoch of best macro-F1.
+
+    With `anchors`, the head's input is the embedding plus one max-cosine feature per KB kind.
+    """
     config = config or TrainConfig()
     started = time.perf_counter()
     x = np.asarray(x_train, dtype=np.float64)
@@ -525,9 +602,16 @@ def train_classifier(
         if yv.min() < 0 or yv.max() >= classes:
             raise ValueError(f"validation labels must lie in [0, {classes})")
 
+    if anchors is not None:
+        if anchors.dim != x.shape[1]:
+            raise ValueError(f"anchors are {anchors.dim}-d, training vectors {x.shape[1]}-d")
+        x = np.concatenate([x, anchors(x.astype(np.float32)).astype(np.float64)], axis=1)
+        if has_val:
+            xv = np.concatenate([xv, anchors(xv.astype(np.float32)).astype(np.float64)], axis=1)
     rng = np.random.default_rng(config.seed)
     mean = x.mean(axis=0)
-    std = x.std(axis=0) + 1e-6
+    # A floor, not an epsilon: a near-constant input must not be blown up into noise at inference.
+    std = np.maximum(x.std(axis=0), 1e-3)
     xs = (x - mean) / std
     xvs = (xv - mean) / std if has_val else None
 
@@ -590,7 +674,7 @@ def train_classifier(
             history.append(EpochStats(epoch, train_loss, None, None))
             best, best_epoch = params, epoch
 
-    classifier = _build_classifier(best, mean, std, labels, model_id)
+    classifier = _build_classifier(best, mean, std, labels, model_id, anchors)
     return TrainResult(
         classifier=classifier,
         config=config,
@@ -606,3 +690,104 @@ def train_classifier(
 def config_dict(config: TrainConfig) -> dict[str, Any]:
     """The config as JSON-ready dict (for meta.json)."""
     return asdict(config)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """A weight-averaged head and the runs it averages."""
+
+    classifier: IntentClassifier
+    members: tuple[TrainResult, ...]
+    validation_splits: tuple[IntArray, ...]
+    """Each member's validation indices into the labelled set."""
+    seconds: float
+
+    @property
+    def mean_val_macro_f1(self) -> float | None:
+        """Mean of the members' best validation macro-F1."""
+        scores = [m.best_val_macro_f1 for m in self.members if m.best_val_macro_f1 is not None]
+        return float(np.mean(scores)) if scores else None
+
+
+def average_linear_heads(heads: Sequence[IntentClassifier]) -> IntentClassifier:
+    """One linear head whose logits are the mean of the heads' logits (exact for linear heads).
+
+    Each head folded its own standardisation into its weights, so plain averaging is exact:
+    mean_k(x @ W_k + b_k) == x @ mean_k(W_k) + mean_k(b_k). Inference stays one matmul.
+    """
+    if not heads:
+        raise ValueError("nothing to average")
+    first = heads[0]
+    for head in heads:
+        if len(head.layers) != 1 or head.precision != "fp32":
+            raise ValueError("only float32 linear heads (hidden=0) can be averaged into one")
+        if head.labels != first.labels or head.model_id != first.model_id:
+            raise ValueError("heads to average must share labels and embedding model")
+        if (head.anchors is None) != (first.anchors is None):
+            raise ValueError("heads to average must all use anchors or none")
+    weight = np.mean([h.layers[0].weight for h in heads], axis=0).astype(np.float32)
+    bias = np.mean([h.layers[0].bias for h in heads], axis=0).astype(np.float32)
+    return IntentClassifier([DenseLayer(weight, bias)], first.labels, first.model_id, anchors=first.anchors)
+
+
+def train_ensemble(
+    x_labelled: FloatArray,
+    y_labelled: IntArray | Sequence[int],
+    labels: Sequence[str],
+    *,
+    model_id: str,
+    config: TrainConfig | None = None,
+    members: int = 5,
+    val_fraction: float = 0.15,
+    x_variants: FloatArray | None = None,
+    variant_of: IntArray | Sequence[int] | None = None,
+    x_extra: FloatArray | None = None,
+    y_extra: IntArray | Sequence[int] | None = None,
+    anchors: KindAnchors | None = None,
+) -> EnsembleResult:
+    """Train `members` linear heads on different stratified splits and average them.
+
+    Member k holds out its own validation split (seed ``config.seed + k``) for early stopping;
+    augmented variants (`x_variants`, each the variant of labelled row ``variant_of[i]``) train
+    only the members whose training split holds their original, so no member validates on
+    paraphrases of its own training rows. `x_extra` rows always train.
+    """
+    config = config or TrainConfig()
+    if members < 1:
+        raise ValueError("members must be >= 1")
+    if members > 1 and config.hidden:
+        raise ValueError("an ensemble averages weights, so it needs a linear head (hidden=0)")
+    started = time.perf_counter()
+    x = np.asarray(x_labelled, dtype=np.float32)
+    y = np.asarray(y_labelled, dtype=np.int64)
+    dim = x.shape[1]
+    xv = np.zeros((0, dim), np.float32) if x_variants is None else np.asarray(x_variants, np.float32)
+    origin = np.zeros(0, np.int64) if variant_of is None else np.asarray(variant_of, np.int64)
+    if len(origin) != len(xv):
+        raise ValueError("variant_of must name the original of every variant")
+    xe = np.zeros((0, dim), np.float32) if x_extra is None else np.asarray(x_extra, np.float32)
+    ye = np.zeros(0, np.int64) if y_extra is None else np.asarray(y_extra, np.int64)
+    if len(xe) != len(ye):
+        raise ValueError("x_extra and y_extra differ in length")
+
+    runs: list[TrainResult] = []
+    splits: list[IntArray] = []
+    for k in range(members):
+        member_config = TrainConfig(**{**asdict(config), "seed": config.seed + k})
+        train_idx, val_idx = stratified_split(y, val_fraction, member_config.seed)
+        keep = np.isin(origin, train_idx)
+        runs.append(
+            train_classifier(
+                np.concatenate([x[train_idx], xv[keep], xe]),
+                np.concatenate([y[train_idx], y[origin[keep]], ye]),
+                labels,
+                model_id=model_id,
+                config=member_config,
+                x_val=x[val_idx] if len(val_idx) else None,
+                y_val=y[val_idx] if len(val_idx) else None,
+                anchors=anchors,
+            )
+        )
+        splits.append(val_idx)
+    classifier = runs[0].classifier if members == 1 else average_linear_heads([r.classifier for r in runs])
+    return EnsembleResult(classifier, tuple(runs), tuple(splits), time.perf_counter() - started)

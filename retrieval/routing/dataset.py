@@ -1,14 +1,12 @@
-"""Labelled utterances: reading and writing them, and deriving more from the knowledge base itself.
+"""Labelled utterances: reading and writing them, and question frames filled from the KB.
 
-Most intent errors are bare names: nothing in "栖梧琴" tells a general-purpose embedding that it
-is an item of this world rather than a person. The knowledge base knows: every title and alias
-has a kind. `kb_utterances` turns entries into labelled utterances (the bare title, every alias,
-and one templated question per entry), so the head learns the naming habits of each kind
-(…剑/…珠/…丹 items, …诀/…术/…步 techniques, …城/…峰/…渡 places, …之战/…之变 events).
+An embedding mostly encodes the name in a short query ("栖梧琴现在在谁手上" sits next to
+"栖梧琴"), while the intent is decided by the wording around it ("在谁手上" asks for a person).
+`frame_utterances` pairs many KB names with many hand-written question frames whose intent
+differs from the kind of the name inside, which teaches the head to weigh the frame.
 
-Entries can be held out (`exclude`): pass the test utterances, and no entry they name is used,
-which keeps the test set entity-disjoint from training, so its score measures queries about
-entities the head never saw, not recall of memorised names.
+Labelling guideline (fixtures/intents/README.md): the intent is the kind of thing the wording
+asks for; a query that is only a name is `name`; questions about a named event stay `event`.
 """
 
 from __future__ import annotations
@@ -16,34 +14,11 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.documents import Document
-
-# KB kind -> intent. Chapters are looked up by number or title; quotes are spans, not names.
-KIND_TO_INTENT: Mapping[str, str] = {
-    "character": "character",
-    "location": "location",
-    "faction": "faction",
-    "item": "item",
-    "technique": "technique",
-    "event": "event",
-    "lore": "lore",
-    "chapter": "chapter",
-}
-
-TEMPLATES: Mapping[str, tuple[str, ...]] = {
-    "character": ("{}是谁", "介绍一下{}", "{}是什么人", "{}这个人物", "{}的身世"),
-    "location": ("{}在哪里", "{}是什么地方", "{}在哪个州", "去{}怎么走", "{}这个地方"),
-    "faction": ("{}是什么门派", "{}是什么势力", "{}有哪些人", "{}是正是邪", "{}这个组织"),
-    "item": ("{}有什么用", "{}是什么东西", "{}现在在谁手里", "{}是什么宝物", "{}的来历"),
-    "technique": ("{}是什么功法", "{}怎么练", "{}是谁的武功", "{}有几式", "{}这门功夫"),
-    "event": ("{}的经过", "{}是怎么回事", "{}发生在哪一年", "{}最后结果如何", "{}那件事"),
-    "lore": ("{}是什么意思", "什么是{}", "{}是怎么回事", "{}的规矩", "解释一下{}"),
-    "chapter": ("{}讲了什么", "{}那一章", "{}的剧情", "{}写了什么", "{}这一章"),
-}
 
 _CHAPTER_TITLE = re.compile(r"^(第[一二三四五六七八九十百零〇]+章)\s*(.*)$")
 
@@ -110,43 +85,6 @@ def _names(doc: Document) -> list[str]:
     return [n for n in (doc.title, *doc.aliases) if n.strip()]
 
 
-def kb_utterances(
-    documents: Sequence[Document],
-    *,
-    exclude: Iterable[str] = (),
-    seed: int = 0,
-    templated_per_entry: int = 1,
-) -> list[LabelledUtterance]:
-    """Bare titles, aliases and templated questions of every entry whose kind maps to an intent.
-
-    An entry is skipped when any of its names occurs in one of the `exclude` texts; a generated
-    utterance equal to an `exclude` text is never emitted either.
-    """
-    rng = random.Random(seed)
-    held_out = [t for t in exclude if t]
-    held_set = set(held_out)
-    out: list[LabelledUtterance] = []
-    seen: set[str] = set()
-    for doc in documents:
-        intent = KIND_TO_INTENT.get(doc.kind)
-        if intent is None:
-            continue
-        names = _names(doc)
-        # Names of one or two characters ("灵脉", "照影") also occur inside unrelated words, so only
-        # names of 2+ characters count as a mention; that is every name in this KB.
-        if any(len(n) >= 2 and n in text for n in names for text in held_out):
-            continue
-        candidates = list(names)
-        templates = TEMPLATES[intent]
-        for name in rng.sample(names, k=min(templated_per_entry, len(names))):
-            candidates.append(rng.choice(templates).format(name))
-        for text in candidates:
-            if text not in seen and text not in held_set:
-                seen.add(text)
-                out.append(LabelledUtterance(text, intent))
-    return out
-
-
 # Question frames: the wording asks for one kind while the name in it belongs to another
 # ("<character>用的是什么兵器" asks for an item). Pairing many names with many frames teaches the
 # head that the frame, not the name, decides the intent. Slots: c character, f faction,
@@ -163,16 +101,32 @@ FRAMES: Mapping[str, tuple[str, ...]] = {
         "{i}的主人是谁",
         "{t}是谁创的",
         "{c}是什么境界的高手",
+        "{c}的仇人是谁",
+        "{c}最信任的人是谁",
+        "{f}里最厉害的人是谁",
+        "{f}的开派祖师是谁",
+        "{l}的主人是谁",
+        "谁救过{c}的命",
+        "{c}的真名叫什么",
+        "{c}是个怎样的人",
+        "{c}的性格怎么样",
+        "{c}后来怎么样了",
     ),
     "location": (
         "{c}是哪里人",
         "{c}住在哪里",
         "{f}的总坛在哪",
         "{f}的山门在什么地方",
-        "{e}发生在什么地方",
         "{l}在哪个州",
         "去{l}的路怎么走",
         "{l}附近有什么地方",
+        "{c}的老家在哪",
+        "{c}在哪里闭关修炼",
+        "{c}死在了什么地方",
+        "{f}的分舵都设在哪些地方",
+        "{i}藏在什么地方",
+        "{l}在澜洲的什么方位",
+        "{l}是个什么样的地方",
     ),
     "faction": (
         "{c}是哪个门派的",
@@ -182,18 +136,23 @@ FRAMES: Mapping[str, tuple[str, ...]] = {
         "{f}是个什么样的组织",
         "{f}门下有多少弟子",
         "{c}背后是哪个组织",
+        "{c}出身什么门派",
+        "{c}后来加入了哪个组织",
+        "{l}是哪个宗门的地盘",
+        "{f}和朝廷关系如何",
+        "{f}的门规严不严",
+        "{f}现在还有多少人",
+        "{f}在江湖上名声怎么样",
+        "{c}和哪个帮派有仇",
     ),
-    "item": (
+    "item_technique": (
         "{c}用的是什么兵器",
         "{c}随身带着什么法宝",
         "{f}的镇派之宝是什么",
         "{i}是用什么炼成的",
-        "{i}现在在谁手里",
         "{i}有什么用处",
         "{c}的佩剑叫什么",
         "{i}值多少灵铢",
-    ),
-    "technique": (
         "{c}练的是什么功法",
         "{c}的成名绝技是什么",
         "{f}的镇派武学是什么",
@@ -201,6 +160,16 @@ FRAMES: Mapping[str, tuple[str, ...]] = {
         "{t}怎么修炼",
         "{c}擅长什么身法",
         "{t}练成了有什么威力",
+        "{c}最拿手的功夫是什么",
+        "{c}的暗器叫什么",
+        "{c}服过什么丹药",
+        "{f}弟子入门先学什么功法",
+        "{t}的第一式叫什么",
+        "{t}有什么破绽",
+        "{i}有多重",
+        "{i}还能不能修好",
+        "{i}是什么品级的法器",
+        "{t}适合什么人练",
     ),
     "event": (
         "{c}经历过哪些大事",
@@ -210,6 +179,14 @@ FRAMES: Mapping[str, tuple[str, ...]] = {
         "{e}的来龙去脉",
         "{e}最后谁赢了",
         "{c}在{e}里做了什么",
+        "{e}发生在什么地方",
+        "{e}的起因是什么",
+        "{e}死了多少人",
+        "{e}之后局势怎么变了",
+        "{e}的时候{c}在哪",
+        "{e}是谁挑起的",
+        "{e}持续了多久",
+        "{c}参加过哪场大战",
     ),
     "lore": (
         "{o}是什么规矩",
@@ -218,6 +195,11 @@ FRAMES: Mapping[str, tuple[str, ...]] = {
         "{o}的由来",
         "{o}是怎么规定的",
         "修士为什么要在意{o}",
+        "{o}是什么意思",
+        "关于{o}有什么说法",
+        "{o}在修行界有多重要",
+        "{o}对修士有什么影响",
+        "{o}有哪些具体规定",
     ),
 }
 
@@ -271,3 +253,65 @@ def frame_utterances(
                     out.append(LabelledUtterance(text, intent))
                     made += 1
     return out
+
+
+_CLAUSE_END = re.compile(r"[。！？；：…]|”")
+_PUNCT = "，、“”‘’《》（）「」 "
+
+
+def _shares_run(text: str, others: Sequence[str], run: int) -> bool:
+    return any(text[i : i + run] in other for other in others for i in range(len(text) - run + 1))
+
+
+def quote_utterances(
+    documents: Sequence[Document],
+    *,
+    count: int = 120,
+    exclude: Iterable[str] = (),
+    seed: int = 0,
+    min_chars: int = 8,
+    max_chars: int = 25,
+    kinds: Collection[str] = ("chapter",),
+) -> list[LabelledUtterance]:
+    """`count` verbatim spans of KB text (the shape of a quote lookup), labelled `quote`.
+
+    Spans are whole sentences of 8-25 characters from entries of `kinds`, as users paste them;
+    chapters by default, since wiki-style entries read like descriptions, not like prose. A span
+    sharing six or more consecutive characters with an `exclude` text (judged queries, test
+    utterances) is skipped, so generated quotes never leak an evaluation quote into training.
+    """
+    rng = random.Random(seed)
+    held_out = [t for t in exclude if t]
+    spans: list[str] = []
+    for doc in documents:
+        if doc.kind not in kinds:
+            continue
+        for sentence in _CLAUSE_END.split(doc.text):
+            clause = sentence.strip(_PUNCT)
+            if min_chars <= len(clause) <= max_chars:
+                spans.append(clause)
+    rng.shuffle(spans)
+    out: list[LabelledUtterance] = []
+    seen: set[str] = set()
+    for span in spans:
+        if len(out) >= count:
+            break
+        if span in seen or _shares_run(span, held_out, 6):
+            continue
+        seen.add(span)
+        out.append(LabelledUtterance(span, "quote"))
+    return out
+
+
+def kb_names(documents: Sequence[Document]) -> tuple[list[str], list[str]]:
+    """Every title and alias with the kind of its entry (the anchors of the classifier)."""
+    names: list[str] = []
+    kinds: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for doc in documents:
+        for name in _names(doc):
+            if (name, doc.kind) not in seen:
+                seen.add((name, doc.kind))
+                names.append(name)
+                kinds.append(doc.kind)
+    return names, kinds

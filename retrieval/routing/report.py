@@ -14,8 +14,8 @@ Files a report writes (`ClassificationReport.write`)::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,8 @@ class ClassificationReport:
     accuracy: float
     confused_pairs: tuple[ConfusedPair, ...]
     source: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form figures shown with the report (e.g. the INT8 head's macro-F1)."""
 
     @classmethod
     def build(
@@ -115,6 +117,7 @@ class ClassificationReport:
         *,
         top_pairs: int = 10,
         source: str = "",
+        extra: Mapping[str, Any] | None = None,
     ) -> ClassificationReport:
         """Score class ids against `labels` (index i names class i)."""
         matrix = confusion_matrix(y_true, y_pred, len(labels))
@@ -133,6 +136,7 @@ class ClassificationReport:
             accuracy=accuracy,
             confused_pairs=most_confused(matrix, labels, top_pairs),
             source=source,
+            extra=dict(extra or {}),
         )
 
     def confusion_json(self) -> dict[str, Any]:
@@ -152,6 +156,7 @@ class ClassificationReport:
             "macro_f1": self.macro_f1,
             "accuracy": self.accuracy,
             "samples": int(sum(sum(row) for row in self.matrix)),
+            **dict(self.extra),
             "per_class": [asdict(s) for s in self.per_class],
             "most_confused": [asdict(p) for p in self.confused_pairs],
             "confusion": self.confusion_json(),
@@ -165,6 +170,7 @@ class ClassificationReport:
             f"Source: {self.source or '-'}  ",
             f"Samples: {sum(sum(row) for row in self.matrix)}, "
             f"macro-F1 **{self.macro_f1:.4f}**, accuracy {self.accuracy:.4f}",
+            *(f"{key}: {value}  " for key, value in self.extra.items()),
             "",
             "| intent | precision | recall | F1 | support |",
             "| --- | ---: | ---: | ---: | ---: |",

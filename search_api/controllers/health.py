@@ -41,6 +41,6 @@ class HealthController(Controller):
             degraded=not encoder_ok,
             encoder={"ready": encoder_ok, "model_id": pipeline.encoder.model_id, "dim": pipeline.encoder.dim},
             store={"ready": store_ok, "chunks": pipeline.stats.n_docs, "kb_version": pipeline.kb_version},
-            cache={"enabled": False},
+            cache=await engine.cache.status() if engine.cache is not None else {"enabled": False},
         )
         return Response(body, status_code=HTTP_200_OK if body.ready else HTTP_503_SERVICE_UNAVAILABLE)

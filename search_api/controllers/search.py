@@ -5,31 +5,13 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.status_codes import HTTP_200_OK
 
-from retrieval.fusion import FusedHit
-from retrieval.highlight import find_terms, mark
-from retrieval.pipeline import SearchMode
 from retrieval.store.filters import SearchFilter
 from search_api.errors import ApiError
 from search_api.schemas import (
-    CacheInfo,
-    Explanation,
-    Highlight,
-    Hit,
     SearchRequest,
     SearchResponse,
-    SourceExplanation,
 )
 from search_api.state import EngineState
-
-
-def _explain(hit: FusedHit, k: int, weights: dict[str, float]) -> Explanation:
-    def source(name: str) -> SourceExplanation | None:
-        ev = hit.sources.get(name)
-        return SourceExplanation(rank=ev.rank, score=ev.score, contribution=ev.contribution) if ev else None
-
-    return Explanation(
-        dense=source("dense"), sparse=source("sparse"), fused_score=hit.score, rrf_k=k, weights=weights
-    )
 
 
 def _validate(data: SearchRequest, state: EngineState) -> tuple[str, SearchFilter]:
@@ -70,38 +52,4 @@ class SearchController(Controller):
     async def search(self, data: SearchRequest, engine: EngineState) -> SearchResponse:
         """Fuse dense and BM25 retrieval with weighted RRF; each hit explains its rank."""
         query, where = _validate(data, engine)
-        pipeline = engine.require()
-        outcome = await pipeline.search(
-            query, top_k=data.top_k, offset=data.offset, mode=SearchMode(data.mode), where=where
-        )
-        weights = dict(pipeline.fuser.weights)
-        terms = pipeline.sparse.tokenizer.tokenize(query)
-        hits = [
-            Hit(
-                id=h.hit.id,
-                doc_id=h.hit.doc_id,
-                title=h.hit.title,
-                kind=h.hit.kind,
-                text=h.hit.text,
-                score=h.score,
-                chunk_index=h.hit.chunk_index,
-                metadata=h.hit.metadata,
-                explanation=_explain(h, pipeline.fuser.k, weights),
-                highlights=[Highlight(start=m.start, end=m.end, term=m.term) for m in marks],
-                highlighted=mark(h.hit.text, marks),
-            )
-            for h in outcome.hits
-            for marks in [find_terms(h.hit.text, terms)]
-        ]
-        return SearchResponse(
-            hits=hits,
-            took_ms=round(outcome.took_ms, 3),
-            route=None,
-            cache=CacheInfo(),
-            degraded=outcome.degraded,
-            query=query,
-            mode=data.mode,
-            top_k=data.top_k,
-            offset=data.offset,
-            timings_ms={k: round(v, 3) for k, v in outcome.timings_ms.items()},
-        )
+        return await engine.service.search(engine.require(), data, query, where)

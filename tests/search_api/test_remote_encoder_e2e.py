@@ -40,25 +40,30 @@ async def test_serves_through_ollama_and_degrades_when_it_stops(api_settings: Se
         async with AsyncTestClient(app=app) as client:
             await _wait_ready(client, app.state.engine)
             ready = (await client.get("/v1/ready")).json()
-            assert ready["encoder"]["model_id"] == "ollama/qwen3-embedding:0.6b" and ready["encoder"]["dim"] == 24
+            assert (
+                ready["encoder"]["model_id"] == "ollama/qwen3-embedding:0.6b"
+                and ready["encoder"]["dim"] == 24
+            )
             assert ready["store"]["chunks"] == 3 and ready["degraded"] is False
             assert service.embed_requests  # the fixtures were embedded by the service
 
-            ok = (await client.post("/v1/search", json={"query": "断剑客"})).json()
+            ok = (await client.post("/v1/search", json={"query": "断剑客", "cache": False})).json()
             assert ok["degraded"] is False and ok["hits"][0]["doc_id"] == "char-1"
             assert ok["hits"][0]["explanation"]["dense"] is not None
 
             service.stop()
-            down = await client.post("/v1/search", json={"query": "断剑客"})
+            down = await client.post("/v1/search", json={"query": "断剑客", "cache": False})
             assert down.status_code == 200
             body = down.json()
             assert body["degraded"] is True and body["hits"][0]["doc_id"] == "char-1"
             assert body["hits"][0]["explanation"]["dense"] is None
             ready = await client.get("/v1/ready")
             assert ready.status_code == 200 and ready.json()["degraded"] is True
-            dense_only = await client.post("/v1/search", json={"query": "断剑客", "mode": "dense"})
+            dense_only = await client.post(
+                "/v1/search", json={"query": "断剑客", "mode": "dense", "cache": False}
+            )
             assert dense_only.status_code == 503 and dense_only.json()["code"] == "encoder_unavailable"
 
             service.restart()
-            back = (await client.post("/v1/search", json={"query": "断剑客"})).json()
+            back = (await client.post("/v1/search", json={"query": "断剑客", "cache": False})).json()
             assert back["degraded"] is False

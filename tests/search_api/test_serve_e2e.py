@@ -44,7 +44,16 @@ class Server:
         env = {**os.environ, "SEARCH_DATA_DIR": str(self.data_dir)}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "search_api.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "search_api.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=log,
@@ -90,7 +99,9 @@ def _search(url: str, query: str, **extra: object) -> list[dict[str, object]]:
 
 
 def _judged() -> tuple[list[dict[str, str]], dict[str, str]]:
-    queries = [json.loads(line) for line in (PROJECT_ROOT / "fixtures/queries.jsonl").read_text().splitlines()]
+    queries = [
+        json.loads(line) for line in (PROJECT_ROOT / "fixtures/queries.jsonl").read_text().splitlines()
+    ]
     answer = {}
     for line in (PROJECT_ROOT / "fixtures/qrels/test.tsv").read_text().splitlines()[1:]:
         qid, doc, grade = line.split("\t")

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from cache_test_support import SHARED_REDIS_URL, MakeCache, RedisServer, delete_prefix
 
 from retrieval.cache import CacheConfig, RedisCache
+from tests.retrieval.cache.cache_test_support import SHARED_REDIS_URL, MakeCache, RedisServer, delete_prefix
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from cache_test_support import RedisServer, random_unit
 
 from retrieval.cache import CacheConfig, CacheKey, RedisCache
+from tests.retrieval.cache.cache_test_support import RedisServer, random_unit
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_test_support import DIM, at_cosine, random_unit
 from prometheus_client import CollectorRegistry, generate_latest
 
 from retrieval.cache import Cache, CacheConfig, CacheItem, CacheKey, MemoryCache, build_cache
 from retrieval.sparse.tokenizer import JiebaTokenizer
+from tests.retrieval.cache.cache_test_support import DIM, at_cosine, random_unit
 
 
 class FakeClock:

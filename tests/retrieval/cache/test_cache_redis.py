@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
-from cache_test_support import MakeCache, RedisServer, at_cosine, random_unit
 
 from retrieval.cache import Cache, CacheConfig, CacheItem, CacheKey, RedisCache, build_cache
 from retrieval.sparse.tokenizer import JiebaTokenizer
+from tests.retrieval.cache.cache_test_support import MakeCache, RedisServer, at_cosine, random_unit
 
 pytestmark = pytest.mark.integration
 

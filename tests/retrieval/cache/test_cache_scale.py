@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cache_test_support import RedisServer, at_cosine
 
 from retrieval.cache import CacheConfig, CacheItem, CacheKey, RedisCache
+from tests.retrieval.cache.cache_test_support import RedisServer, at_cosine
 
 ENTRIES = 50_000
 DIM = 512

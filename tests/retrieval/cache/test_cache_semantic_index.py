@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cache_test_support import DIM, at_cosine, random_unit
 
 from retrieval.cache import guard_signature
 from retrieval.cache.semantic_index import SemanticIndex, unit_vector
+from tests.retrieval.cache.cache_test_support import DIM, at_cosine, random_unit
 
 PLAIN = guard_signature("q", frozenset())
 

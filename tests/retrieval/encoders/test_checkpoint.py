@@ -105,7 +105,7 @@ class _FakeStorage:
 
 class _FakeTensor:
     def __init__(self, storage: _FakeStorage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]):
-        self.args = (storage, offset, size, stride, False, OrderedDict())
+        self.args: tuple[Any, ...] = (storage, offset, size, stride, False, OrderedDict())
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (sys.modules["torch._utils"]._rebuild_tensor_v2, self.args)

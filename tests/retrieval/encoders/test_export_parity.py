@@ -230,7 +230,8 @@ def _write_tiny_tokenizer(path: Path, vocab_size: int) -> None:
 def _layer_norm(x: F64, g: F64, b: F64, eps: float) -> F64:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * g + b
+    out: F64 = (x - mu) / np.sqrt(var + eps) * g + b
+    return out
 
 
 _erf = np.vectorize(math.erf)

@@ -1,0 +1,21 @@
+"""Prometheus metrics: one registry per app, exposed at `/metrics`."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from search_api.state import EngineState
+
+
+class MetricsController(Controller):
+    """`GET /metrics` in the Prometheus text format."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+    @get(operation_id="metrics", summary="Prometheus metrics")
+    async def metrics(self, engine: EngineState) -> Response[bytes]:
+        """Counters and histograms of this process."""
+        registry: CollectorRegistry = engine.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

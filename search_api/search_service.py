@@ -1,0 +1,212 @@
+"""One search request end to end: exact cache, one query encoding, semantic cache, retrieval, reply.
+
+The query vector is computed once and serves the semantic cache, the router and dense retrieval.
+A cached reply is the serialized response of the search that computed it; a hit only restamps
+`took_ms` and `cache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key
+from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable, Vectors
+from retrieval.fusion import FusedHit
+from retrieval.highlight import find_terms, mark
+from retrieval.pipeline import SearchMode, SearchOutcome, SearchPipeline
+from retrieval.store.filters import SearchFilter
+from search_api.schemas import (
+    CacheInfo,
+    Explanation,
+    Highlight,
+    Hit,
+    SearchRequest,
+    SearchResponse,
+    SourceExplanation,
+)
+
+logger = logging.getLogger(__name__)
+
+# Bump when the response layout changes, so cached replies of the old layout are never served.
+RESPONSE_SCHEMA = "1"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """What the engine will run for a request (routing may change weights, filters and depth)."""
+
+    mode: SearchMode
+    where: SearchFilter
+    weights: Mapping[str, float] | None = None
+    candidates: int | None = None
+    route: dict[str, object] | None = None
+    """The `route` field of the reply (null when routing is off)."""
+
+
+def _explain(hit: FusedHit, k: int, weights: Mapping[str, float]) -> Explanation:
+    def source(name: str) -> SourceExplanation | None:
+        ev = hit.sources.get(name)
+        return SourceExplanation(rank=ev.rank, score=ev.score, contribution=ev.contribution) if ev else None
+
+    return Explanation(
+        dense=source("dense"), sparse=source("sparse"), fused_score=hit.score, rrf_k=k, weights=dict(weights)
+    )
+
+
+def build_hits(outcome: SearchOutcome, terms: list[str], k: int, weights: Mapping[str, float]) -> list[Hit]:
+    """Response hits with explanation and highlights."""
+    hits = []
+    for h in outcome.hits:
+        marks = find_terms(h.hit.text, terms)
+        hits.append(
+            Hit(
+                id=h.hit.id,
+                doc_id=h.hit.doc_id,
+                title=h.hit.title,
+                kind=h.hit.kind,
+                text=h.hit.text,
+                score=h.score,
+                chunk_index=h.hit.chunk_index,
+                metadata=h.hit.metadata,
+                explanation=_explain(h, k, weights),
+                highlights=[Highlight(start=m.start, end=m.end, term=m.term) for m in marks],
+                highlighted=mark(h.hit.text, marks),
+            )
+        )
+    return hits
+
+
+@dataclass
+class SearchService:
+    """Cache-aware search over the pipeline."""
+
+    cache: Cache | None = None
+    _background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def _key(
+        self, pipeline: SearchPipeline, request: SearchRequest, query: str, where: SearchFilter
+    ) -> CacheKey:
+        fuser = pipeline.fuser
+        config = "|".join(
+            [
+                RESPONSE_SCHEMA,
+                pipeline.encoder.model_id,
+                str(fuser.k),
+                ",".join(f"{k}={v}" for k, v in sorted(fuser.weights.items())),
+                str(pipeline.config.candidates),
+                str(request.top_k),
+                str(request.offset),
+            ]
+        )
+        return CacheKey.for_query(
+            query,
+            filters=filters_key(where),
+            mode=request.mode,
+            route=request.route or "",
+            config_version=config,
+        )
+
+    def _replay(self, lookup: CacheLookup, started: float) -> SearchResponse | None:
+        if lookup.hit is None:
+            return None
+        try:
+            cached = msgspec.json.decode(lookup.hit.payload, type=SearchResponse)
+        except msgspec.DecodeError:
+            logger.warning("dropping an unreadable cached reply")
+            return None
+        took = (time.perf_counter() - started) * 1000
+        return msgspec.structs.replace(
+            cached, took_ms=round(took, 3), cache=CacheInfo(hit=True, tier=lookup.hit.tier), timings_ms={}
+        )
+
+    async def search(
+        self, pipeline: SearchPipeline, request: SearchRequest, query: str, where: SearchFilter
+    ) -> SearchResponse:
+        """Answer from the cache when allowed and possible, else search and remember the reply."""
+        started = time.perf_counter()
+        cache = self.cache if request.cache else None
+        key = self._key(pipeline, request, query, where)
+        lookup: CacheLookup | None = None
+        if cache is not None:
+            lookup = await cache.get_exact(key)
+            if (reply := self._replay(lookup, started)) is not None:
+                return reply
+
+        mode = SearchMode(request.mode)
+        vector: Vectors | None = None
+        degraded = False
+        encode_ms = 0.0
+        if mode is not SearchMode.SPARSE:
+            t0 = time.perf_counter()
+            try:
+                vector = await pipeline.embed_query(query)
+            except (EncoderUnavailable, EncoderRejected) as exc:
+                if mode is SearchMode.DENSE:
+                    raise
+                logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
+                degraded, mode = True, SearchMode.SPARSE
+            encode_ms = (time.perf_counter() - t0) * 1000
+
+        entities = pipeline.sparse.tokenizer.entities(query)
+        if cache is not None and vector is not None:
+            lookup = await cache.get_semantic(key, vector, entities)
+            if (reply := self._replay(lookup, started)) is not None:
+                return reply
+
+        plan = SearchPlan(mode=mode, where=where)
+        outcome = await pipeline.search(
+            query,
+            top_k=request.top_k,
+            offset=request.offset,
+            mode=plan.mode,
+            where=plan.where,
+            weights=plan.weights,
+            candidates=plan.candidates,
+            query_vector=vector,
+        )
+        weights = {**pipeline.fuser.weights, **(plan.weights or {})}
+        timings = {"encode_ms": encode_ms, **outcome.timings_ms} if vector is not None else outcome.timings_ms
+        took = (time.perf_counter() - started) * 1000
+        response = SearchResponse(
+            hits=build_hits(outcome, pipeline.sparse.tokenizer.tokenize(query), pipeline.fuser.k, weights),
+            took_ms=round(took, 3),
+            route=plan.route,
+            cache=CacheInfo(),
+            degraded=degraded or outcome.degraded,
+            query=query,
+            mode=request.mode,
+            top_k=request.top_k,
+            offset=request.offset,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+        )
+        # A degraded answer (no dense half) must not be served later as if it were whole.
+        if cache is not None and not response.degraded and lookup is not None:
+            self._remember(cache, key, vector, entities, response, took, lookup.kb_version)
+        return response
+
+    def _remember(
+        self,
+        cache: Cache,
+        key: CacheKey,
+        vector: Vectors | None,
+        entities: frozenset[str],
+        response: SearchResponse,
+        cost_ms: float,
+        kb_version: int,
+    ) -> None:
+        payload = msgspec.json.encode(response)
+        # Stored off the request path: the caller does not wait for Redis.
+        task = asyncio.create_task(cache.put(key, vector, entities, payload, cost_ms, kb_version=kb_version))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending cache writes (tests and shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

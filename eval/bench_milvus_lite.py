@@ -6,7 +6,8 @@ and sparsity, not on what the vectors mean.
 
     uv run python -m eval.bench_milvus_lite --rows 100000 --queries 200
     # another version, in a throwaway venv:
-    uv venv /tmp/ml322 && uv pip install -p /tmp/ml322 pymilvus==3.0.2 milvus-lite==3.2.2 numpy "setuptools<81"
+    uv venv /tmp/ml322
+    uv pip install -p /tmp/ml322 pymilvus==3.0.2 milvus-lite==3.2.2 numpy "setuptools<81"
     /tmp/ml322/bin/python eval/bench_milvus_lite.py --rows 100000
 """
 

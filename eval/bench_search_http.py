@@ -163,7 +163,7 @@ async def http_runs(
     port = _free_port()
     env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "SEARCH_SERVICE_INGEST_FIXTURES": "false"}
     log = (data_dir / "bench-server.log").open("wb")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
         [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
         cwd=PROJECT_ROOT,
         env=env,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +91,6 @@ def cmrc_paragraphs() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def fixture_docs() -> Iterator[list[dict[str, object]]]:
+def fixture_docs() -> list[dict[str, object]]:
     path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
-    yield [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -50,7 +50,7 @@ def test_ties_break_by_best_rank_then_id_and_duplicates_count_once() -> None:
 
 @pytest.mark.unit
 def test_rejects_negative_parameters() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be"):
         WeightedRRF(k=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weights must be"):
         WeightedRRF(weights={"dense": -1.0})

@@ -25,7 +25,7 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_bad_values_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid literal"):
         load_settings(environ={"SEARCH_FUSION_K": "many"})
     bad = tmp_path / "bad.toml"
     bad.write_text("[fusion]\nkk = 1\n")

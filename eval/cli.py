@@ -312,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # jieba logs its dictionary loading at DEBUG through a handler of its own; keep it out of ours.
     logging.getLogger("jieba").propagate = False
+    # httpx logs every request at INFO: thousands of lines in a load run.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except (UsageError, DatasetError, NotLoopback, RoutingUnavailable, FileNotFoundError, ValueError) as exc:

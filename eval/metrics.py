@@ -20,6 +20,13 @@ from eval.beir import Qrels
 METRICS: tuple[str, ...] = ("recall@10", "ndcg@10", "mrr@10", "recall@100")
 """What every quality run reports (ranx metric names)."""
 
+STAT_TESTS: dict[str, str] = {
+    "student": "two-sided paired Student's t-test",
+    "fisher": "Fisher's randomisation test",
+    "tukey": "Tukey's HSD test",
+}
+"""ranx.compare's test names, spelled out for reports."""
+
 RankedRun = dict[str, list[tuple[str, float]]]
 """query id -> [(document id, engine score)], best first."""
 

@@ -32,6 +32,7 @@ from eval.confusion import CONFUSION_FILE, ConfusionMatrix
 from eval.converters import REPORT_FILE as CONVERSION_FILE
 from eval.metrics import (
     METRICS,
+    STAT_TESTS,
     Comparison,
     Evaluation,
     RankedRun,
@@ -578,13 +579,6 @@ def metrics_table(summary: Mapping[str, Any]) -> str:
         for mode, values in summary["metrics"].items()
     ]
     return markdown_table(header, rows)
-
-
-STAT_TESTS = {
-    "student": "two-sided paired Student's t-test",
-    "fisher": "Fisher's randomisation test",
-    "tukey": "Tukey's HSD test",
-}
 
 
 def _pvalue_table(comparison: Comparison) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from eval.confusion import CONFUSION_FILE, ConfusionMatrix
 from eval.latency import LATENCY_FILE, RAW_FILE
-from eval.metrics import METRICS, latency_summary, markdown_table
+from eval.metrics import METRICS, STAT_TESTS, latency_summary, markdown_table
 
 METRIC_LABELS = {
     "recall@10": "Recall@10",
@@ -100,7 +100,7 @@ def plot_metrics(runs: Sequence[RunFolder], path: Path) -> bool:
     if not series:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(METRICS) * max(1, len(series)) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 1.2 + 0.2 * len(series) * len(METRICS))), 5.0))
     width = 0.8 / len(series)
     for i, (label, values) in enumerate(series):
         xs = [m + (i - (len(series) - 1) / 2) * width for m in range(len(METRICS))]
@@ -145,14 +145,19 @@ def plot_latency(runs: Sequence[RunFolder], path: Path) -> bool:
     steps = 40
     ratio = (high / low) ** (1 / steps) if high > low else 2.0
     bins = [low * ratio**i for i in range(steps + 1)]
-    for label, values in series:
-        hist.hist(values, bins=bins, histtype="step", label=label)
+    # tab10 repeats after ten series; tab20 keeps each one distinct.
+    colours = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
+    for i, (label, values) in enumerate(series):
+        colour = colours[i % len(colours)]
+        # Normalised per series: runs of different sizes stay comparable.
+        weights = [1 / len(values)] * len(values)
+        hist.hist(values, bins=bins, weights=weights, histtype="step", label=label, color=colour)
         ordered = sorted(values)
-        cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+        cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label, color=colour)
     for ax in (hist, cdf):
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log scale)")
-    hist.set_ylabel("requests")
+    hist.set_ylabel("share of requests")
     hist.set_title("Latency histogram")
     cdf.set_ylabel("share of requests at or below")
     cdf.axhline(0.95, color="grey", linewidth=0.8, linestyle="--")
@@ -244,13 +249,14 @@ def build_report(run_dirs: Sequence[Path], out: Path) -> dict[str, Any]:
             markdown_table(["run", "dataset", "mode", *(METRIC_LABELS[m] for m in METRICS)], quality_rows),
         ]
         for r in runs:
-            if r.quality and r.quality.get("comparison"):
+            comparison = r.quality.get("comparison") if r.quality else None
+            if comparison:
+                test = STAT_TESTS.get(comparison["stat_test"], comparison["stat_test"])
                 lines += [
-                    f"Significance in {r.name} ({r.quality['comparison']['stat_test']} test, "
-                    f"p < {r.quality['comparison']['max_p']}):",
+                    f"Significance in {r.name} ({test}, p < {comparison['max_p']}):",
                     "",
                     "```",
-                    r.quality["comparison"]["table"],
+                    comparison["table"],
                     "```",
                     "",
                 ]

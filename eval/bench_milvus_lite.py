@@ -52,7 +52,8 @@ def run(rows: int, queries: int, dim: int, batch: int, index: str, seed: int) ->
                 "dense", index_type="HNSW", metric_type="COSINE", params={"M": 32, "efConstruction": 200}
             )
         else:
-            params.add_index("dense", index_type=index, metric_type="COSINE")
+            extra = {"nlist": 1024} if index == "IVF_FLAT" else {}
+            params.add_index("dense", index_type=index, metric_type="COSINE", params=extra)
         params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         client.create_collection("bench", schema=schema, index_params=params, consistency_level="Strong")
         started = time.perf_counter()
@@ -74,6 +75,8 @@ def run(rows: int, queries: int, dim: int, batch: int, index: str, seed: int) ->
             )
         insert_s = time.perf_counter() - started
         search_params: dict[str, Any] = {"metric_type": "COSINE"}
+        if index == "IVF_FLAT":
+            search_params["params"] = {"nprobe": 32}
         if index == "HNSW":
             search_params["params"] = {"ef": 200}
         timings: dict[str, list[float]] = {"dense": [], "sparse": [], "hybrid": [], "dense_filtered": []}

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             router = load_router(
                 PROJECT_ROOT / "config" / "routing.toml",
                 model_id=model_id,
-                project_root=PROJECT_ROOT,
+                base_dir=PROJECT_ROOT / "data",
                 precision=precision,  # type: ignore[arg-type]
             )
             if router.classifier is not None:

@@ -20,6 +20,8 @@ from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
 from retrieval.fusion import WeightedRRF
 from retrieval.pipeline import PipelineConfig, SearchPipeline
 from retrieval.reindex import resume_journals, spec_for_model_id, summarize
+from retrieval.routing.classifier import ModelMismatch as RoutingModelMismatch
+from retrieval.routing.router import Router, load_router
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
@@ -118,7 +120,8 @@ async def open_pipeline(
         reweight_drift=settings.sparse.reweight_drift,
         stats_path=settings.service.data_dir / "bm25" / f"{name}.json",
     )
-    pipeline = SearchPipeline(encoder, sparse, store, fuser, config)
+    router = build_router(settings, encoder.model_id, sparse.tokenizer) if settings.routing.enabled else None
+    pipeline = SearchPipeline(encoder, sparse, store, fuser, config, router=router)
     try:
         await pipeline.start()
     except ModelMismatch as exc:
@@ -203,6 +206,20 @@ async def _mismatch_advice(settings: Settings, active: str) -> str:
         )
     advice.append("or re-embed it for the configured model with `search-api reindex --to <spec>`")
     return "; ".join(advice) + "."
+
+
+def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -> Router | None:
+    """The intent router for this encoder, or None (logged) when its head was trained on another model."""
+    try:
+        return load_router(
+            settings.routing.table,
+            model_id=model_id,
+            base_dir=settings.service.data_dir,
+            entities=tokenizer.entities,
+        )
+    except RoutingModelMismatch as exc:
+        logger.warning("routing off: %s (retrain with `search-api intents train`)", exc)
+        return None
 
 
 def file_digest(path: Path) -> str:

@@ -21,6 +21,7 @@ from retrieval.chunking import chunk_text
 from retrieval.documents import Document
 from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable, Vectors
 from retrieval.fusion import FusedHit, WeightedRRF
+from retrieval.routing.router import Route, Router, UnknownIntent
 from retrieval.sparse.bm25 import Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.store.filters import SearchFilter
@@ -56,6 +57,7 @@ class SearchOutcome:
     degraded: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_vector: Vectors | None = None
+    route: Route | None = None
 
 
 def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats: int = 1) -> str:
@@ -156,12 +158,14 @@ class SearchPipeline:
         store: VectorStore,
         fuser: WeightedRRF,
         config: PipelineConfig | None = None,
+        router: Router | None = None,
     ):
         self.encoder = encoder
         self.sparse = sparse
         self.store = store
         self.fuser = fuser
         self.config = config or PipelineConfig()
+        self.router = router
         self._write_lock = asyncio.Lock()
         self.kb_version = 0
         self.write_listeners: list[Callable[[], Awaitable[object]]] = []
@@ -385,14 +389,23 @@ class SearchPipeline:
         weights: Mapping[str, float] | None = None,
         candidates: int | None = None,
         query_vector: Vectors | None = None,
+        route: str | None = None,
     ) -> SearchOutcome:
-        """Run the retrievers the mode asks for, fuse them with weighted RRF, return one page."""
+        """Run the retrievers the mode asks for, fuse them with weighted RRF, return one page.
+
+        With a router, a hybrid search is routed: `route=None` lets the intent classifier choose
+        (on the query vector computed here anyway), `"none"` turns routing off, an intent name
+        forces that route. The route may change weights, filters, depth and kind boosts, or
+        answer an out-of-scope query with nothing.
+        """
         started = time.perf_counter()
         where = where or SearchFilter()
-        depth = max(candidates or self.config.candidates, offset + top_k)
         timings: dict[str, float] = {}
         degraded = False
         vector = query_vector
+        routing = self.router is not None and mode is SearchMode.HYBRID and route != "none"
+        if route not in (None, "none") and not routing:
+            raise UnknownIntent(f"route {route!r} needs routing (a hybrid search on a server with a router)")
 
         ranked: dict[str, list[StoredHit]] = {}
         if mode in (SearchMode.HYBRID, SearchMode.DENSE) and vector is None:
@@ -406,6 +419,18 @@ class SearchPipeline:
                 logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
                 degraded = True
             timings["encode_ms"] = (time.perf_counter() - t0) * 1000
+
+        chosen: Route | None = None
+        if routing and self.router is not None:
+            chosen = self.router.route(vector[0] if vector is not None else None, query, force=route)
+            if chosen.out_of_scope:
+                took = (time.perf_counter() - started) * 1000
+                return SearchOutcome([], took, degraded, timings, vector, route=chosen)
+            mode, where = chosen.mode, chosen.search_filter(where)
+            weights, candidates = chosen.weights, chosen.candidates or candidates
+            if mode is SearchMode.DENSE and vector is None:
+                mode = SearchMode.SPARSE  # the encoder is down: BM25 is all there is
+        depth = max(candidates or self.config.candidates, offset + top_k)
 
         async def dense(query_vec: Vectors) -> None:
             t0 = time.perf_counter()
@@ -426,5 +451,8 @@ class SearchPipeline:
         # Keep a fixed source order so fusion ties never depend on which search finished first.
         ordered: dict[str, list[StoredHit]] = {n: ranked[n] for n in ("dense", "sparse") if n in ranked}
         fused = self.fuser.fuse(ordered, weights)
+        if chosen is not None:
+            # Boosts re-order the whole fused list, so paging comes after them.
+            fused = chosen.rescore(fused)
         took = (time.perf_counter() - started) * 1000
-        return SearchOutcome(fused[offset : offset + top_k], took, degraded, timings, vector)
+        return SearchOutcome(fused[offset : offset + top_k], took, degraded, timings, vector, route=chosen)

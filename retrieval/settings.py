@@ -99,6 +99,15 @@ class FusionSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """Intent routing: the routing table and whether to train the fixtures' head on first start."""
+
+    enabled: bool = True
+    table: Path = PROJECT_ROOT / "config" / "routing.toml"
+    train_on_start: bool = True
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     """Request limits."""
 
@@ -138,6 +147,7 @@ class Settings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     remote_encoder: RemoteEncoderConfig | None = None
 
@@ -162,6 +172,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "chunking": ChunkingSettings,
     "fusion": FusionSettings,
     "search": SearchSettings,
+    "routing": RoutingSettings,
     "cache": CacheSettings,
 }
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retrieval.settings import Settings, load_settings
+from search_api.intents_cli import add_intents_commands
 
 logger = logging.getLogger("search_api")
 
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--poll", type=float, default=0.5, help="seconds between status polls (API)")
     reindex.add_argument("--no-progress", action="store_true", help="no progress bar")
     reindex.set_defaults(func=cmd_reindex)
+
+    add_intents_commands(sub)
     return parser
 
 

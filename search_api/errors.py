@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from retrieval.documents import InvalidDocument
 from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable
+from retrieval.routing.router import UnknownIntent
 from retrieval.store.filters import InvalidFilter
 from retrieval.store.protocol import StoreError, StoreUnavailable
 from search_api.schemas import ErrorBody
@@ -100,6 +101,8 @@ def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         status, code, message, field = 400, "invalid_filter", str(exc), f"filters.{exc.field}"
     elif isinstance(exc, InvalidDocument):
         status, code, message, field = 400, "invalid_document", str(exc), exc.field
+    elif isinstance(exc, UnknownIntent):
+        status, code, message, field = 400, "unknown_route", str(exc), "route"
     elif isinstance(exc, EncoderUnavailable):
         status, code, message, field = 503, "encoder_unavailable", str(exc), None
     elif isinstance(exc, EncoderRejected):

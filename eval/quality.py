@@ -49,7 +49,7 @@ from retrieval.engine import ensure_built_model, lexicon_paths, local_encoder, o
 from retrieval.pipeline import SearchMode, SearchPipeline, index_text
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.store.filters import DOC_ID_PATTERN
-from retrieval.store.milvus import MilvusStore
+from retrieval.store.milvus import store_for
 
 logger = logging.getLogger(__name__)
 
@@ -321,9 +321,7 @@ async def _open_ingested(
     marker = settings.service.data_dir / "eval" / f"{name}.json"
     docs, skipped = _documents(dataset.corpus, ids, settings.search.max_document_chars)
     recorded: dict[str, Any] = json.loads(marker.read_text()) if marker.is_file() else {}
-    probe = MilvusStore(
-        settings.milvus_uri, name, token=settings.store.token, timeout_s=settings.store.timeout_s
-    )
+    probe = store_for(settings, name)
     try:
         rows = (await probe.open(encoder.model_id, encoder.dim)).rows if await probe.ready() else 0
         complete = recorded.get("chunks") == len(docs) and rows == len(docs)

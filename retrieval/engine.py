@@ -26,7 +26,7 @@ from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
-from retrieval.store.milvus import MilvusStore
+from retrieval.store.milvus import store_for
 from retrieval.store.pointer import pointer_for
 from retrieval.store.protocol import ModelMismatch
 
@@ -103,9 +103,7 @@ async def open_pipeline(
         encoder = local_encoder(settings, ensure_built_model(settings, progress=logger.info))
     # The pointer names the live physical collection (another one after a reindex swapped it in).
     name = collection or await pointer_for(settings).active()
-    store = MilvusStore(
-        settings.milvus_uri, name, token=settings.store.token, timeout_s=settings.store.timeout_s
-    )
+    store = store_for(settings, name)
     params = Bm25Params(settings.sparse.k1, settings.sparse.b, settings.sparse.epsilon)
     sparse = Bm25Encoder(tokenizer or build_tokenizer(settings), Bm25Statistics(params))
     fuser = WeightedRRF(

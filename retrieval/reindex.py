@@ -43,7 +43,7 @@ from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
 from retrieval.pipeline import SearchPipeline, index_text
 from retrieval.settings import Settings
-from retrieval.store.milvus import HandoverStore, MilvusStore
+from retrieval.store.milvus import HandoverStore, MilvusStore, store_for
 from retrieval.store.pointer import (
     CollectionPointer,
     check_collection_name,
@@ -194,9 +194,10 @@ def collection_name(logical: str, spec: str, now: datetime | None = None) -> str
 
 
 def _store(settings: Settings, name: str) -> HandoverStore:
-    return HandoverStore(
-        settings.milvus_uri, name, token=settings.store.token, timeout_s=settings.store.timeout_s
-    )
+    store = store_for(settings, name, HandoverStore)
+    if not isinstance(store, HandoverStore):
+        raise TypeError("store_for ignored the requested class")
+    return store
 
 
 async def describe_collection(settings: Settings, name: str) -> CollectionInfo | None:

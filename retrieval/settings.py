@@ -65,6 +65,9 @@ class StoreSettings:
     token: str = ""
     collection: str = "kb_chunks"
     timeout_s: float = 5.0
+    lite_index: str = "FLAT"
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from pymilvus import AsyncMilvusClient, DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from retrieval.settings import Settings
 from retrieval.sparse.bm25 import SparseVector
 from retrieval.store.filters import SearchFilter
 from retrieval.store.protocol import (
@@ -83,6 +84,20 @@ def is_lite_uri(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
 
 
+def store_for(settings: Settings, collection: str, cls: type[MilvusStore] | None = None) -> MilvusStore:
+    """The store of `collection` as the settings configure it (URI, token, timeout, Lite index)."""
+    s = settings.store
+    return (cls or MilvusStore)(
+        settings.milvus_uri,
+        collection,
+        token=s.token,
+        timeout_s=s.timeout_s,
+        lite_index=s.lite_index,
+        ivf_nlist=s.ivf_nlist,
+        ivf_nprobe=s.ivf_nprobe,
+    )
+
+
 def release_lite(uri: str) -> None:
     """Stop this process's Milvus Lite server for `uri`, so another process may open the file.
 
@@ -98,7 +113,20 @@ def release_lite(uri: str) -> None:
 class MilvusStore:
     """One collection of chunks in Milvus, with a dense and a sparse (BM25) vector per chunk."""
 
-    def __init__(self, uri: str, collection: str, *, token: str = "", timeout_s: float = 5.0):
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        token: str = "",
+        timeout_s: float = 5.0,
+        lite_index: str = "FLAT",
+        ivf_nlist: int = 1024,
+        ivf_nprobe: int = 32,
+    ):
+        if lite_index not in {"FLAT", "IVF_FLAT"}:
+            raise ValueError(f"Milvus Lite offers FLAT or IVF_FLAT, not {lite_index!r}")
+        self.lite_index, self.ivf_nlist, self.ivf_nprobe = lite_index, ivf_nlist, ivf_nprobe
         if not collection.replace("_", "").isalnum():
             raise ValueError(f"invalid collection name {collection!r}")
         self.uri = uri
@@ -157,7 +185,11 @@ class MilvusStore:
 
     def _index_params(self) -> Any:
         params = MilvusClient.prepare_index_params()
-        if self.lite:
+        if self.lite and self.lite_index == "IVF_FLAT":
+            params.add_index(
+                "dense", index_type="IVF_FLAT", metric_type="COSINE", params={"nlist": self.ivf_nlist}
+            )
+        elif self.lite:
             params.add_index("dense", index_type="FLAT", metric_type="COSINE")
         else:
             params.add_index("dense", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
@@ -268,6 +300,8 @@ class MilvusStore:
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if not self.lite:
             params["params"] = {"ef": max(HNSW_EF, limit)}
+        elif self.lite_index == "IVF_FLAT":
+            params["params"] = {"nprobe": self.ivf_nprobe}
         return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
 
     async def search_sparse(self, vector: SparseVector, limit: int, where: SearchFilter) -> list[StoredHit]:

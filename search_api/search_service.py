@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key
+from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key, normalise_query
 from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable, Vectors
 from retrieval.fusion import FusedHit
 from retrieval.highlight import find_terms, mark
@@ -100,7 +100,7 @@ class SearchService:
             config_version=config,
         )
 
-    def _replay(self, lookup: CacheLookup, started: float) -> SearchResponse | None:
+    def _replay(self, lookup: CacheLookup, started: float, asked: str) -> SearchResponse | None:
         if lookup.hit is None:
             return None
         try:
@@ -110,20 +110,30 @@ class SearchService:
             return None
         took = (time.perf_counter() - started) * 1000
         return msgspec.structs.replace(
-            cached, took_ms=round(took, 3), cache=CacheInfo(hit=True, tier=lookup.hit.tier), timings_ms={}
+            cached,
+            took_ms=round(took, 3),
+            cache=CacheInfo(hit=True, tier=lookup.hit.tier),
+            timings_ms={},
+            query=asked,
         )
 
     async def search(
         self, pipeline: SearchPipeline, request: SearchRequest, query: str, where: SearchFilter
     ) -> SearchResponse:
-        """Answer from the cache when allowed and possible, else search and remember the reply."""
+        """Answer from the cache when allowed and possible, else search and remember the reply.
+
+        The engine searches the query in the exact tier's normal form (width, case, spacing and
+        trailing punctuation folded), so two requests that share an exact-tier entry would also
+        get the same answer uncached: an exact hit is right by construction.
+        """
         started = time.perf_counter()
+        asked, query = query, normalise_query(query) or query
         cache = self.cache if request.cache else None
         key = self._key(pipeline, request, query, where)
         lookup: CacheLookup | None = None
         if cache is not None:
             lookup = await cache.get_exact(key)
-            if (reply := self._replay(lookup, started)) is not None:
+            if (reply := self._replay(lookup, started, asked)) is not None:
                 return reply
 
         mode = SearchMode(request.mode)
@@ -144,7 +154,7 @@ class SearchService:
         entities = pipeline.sparse.tokenizer.entities(query)
         if cache is not None and vector is not None:
             lookup = await cache.get_semantic(key, vector, entities)
-            if (reply := self._replay(lookup, started)) is not None:
+            if (reply := self._replay(lookup, started, asked)) is not None:
                 return reply
 
         outcome = await pipeline.search(
@@ -166,7 +176,7 @@ class SearchService:
             route=route.to_json() if route is not None else None,
             cache=CacheInfo(),
             degraded=degraded or outcome.degraded,
-            query=query,
+            query=asked,
             mode=request.mode,
             top_k=request.top_k,
             offset=request.offset,

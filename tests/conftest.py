@@ -88,9 +88,3 @@ def cmrc_paragraphs() -> list[str]:
         pytest.fail(f"{CMRC_DEV} is missing: the shared data folder must sit beside the project")
     data = json.loads(CMRC_DEV.read_text(encoding="utf-8"))
     return [p["context"] for article in data["data"] for p in article["paragraphs"]]
-
-
-@pytest.fixture(scope="session")
-def fixture_docs() -> list[dict[str, object]]:
-    path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

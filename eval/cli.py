@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
+
+if TYPE_CHECKING:
+    from eval.quality import QualityConfig
 
 logger = logging.getLogger("eval")
 
@@ -71,6 +76,32 @@ def resolve_dataset(name: str, settings: Settings, cmrc_input: Path, quiet: bool
     return out, name
 
 
+def _compare_encoders(specs: str, config: QualityConfig, settings: Settings) -> int:
+    """Score the same dataset with each encoder spec; print and write one table across them."""
+    from eval.metrics import METRICS, markdown_table
+    from eval.quality import run_quality
+    from retrieval.engine import encoder_from_spec, parse_spec
+
+    rows: list[list[object]] = []
+    for spec in (s.strip() for s in specs.split(",") if s.strip()):
+        try:
+            parse_spec(spec)
+        except ValueError as exc:
+            print(f"search-eval quality: {exc}", file=sys.stderr)
+            return 2
+        slug = "".join(ch if ch.isalnum() else "_" for ch in spec)
+        encoder = encoder_from_spec(spec, settings)
+        run = dataclasses.replace(config, out=config.out / slug)
+        summary = asyncio.run(run_quality(run, settings, encoder=encoder)).summary
+        for mode, values in summary["metrics"].items():
+            rows.append([spec, summary["config"]["model_id"], mode, *(values[m] for m in METRICS)])
+    table = markdown_table(["encoder", "model id", "mode", *METRICS], rows)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "encoders.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     """Ingest a BEIR dataset once and score every mode."""
     from eval.quality import QualityConfig, metrics_table, parse_modes, run_quality, with_overrides
@@ -94,6 +125,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         dataset_name=name,
     )
+    if args.encoder:
+        return _compare_encoders(args.encoder, config, settings)
     result = asyncio.run(run_quality(config, settings))
     summary = result.summary
     ingest = summary["ingest"]
@@ -246,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quality.add_argument("--out", required=True, help="output folder")
     quality.add_argument("--encoder-precision", choices=["int8", "fp32"], default=None)
+    quality.add_argument(
+        "--encoder",
+        default=None,
+        help="A/B encoders, comma-separated specs (local, local-fp32, ollama/<model>, openai/<model>): "
+        "each is scored into OUT/<spec> and the modes are compared side by side",
+    )
     quality.add_argument("--rrf-k", type=int, default=None, help="RRF k (default: settings fusion.k)")
     quality.add_argument("--dense-weight", type=_non_negative_float, default=None)
     quality.add_argument("--sparse-weight", type=_non_negative_float, default=None)

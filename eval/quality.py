@@ -45,6 +45,7 @@ from eval.metrics import (
 )
 from retrieval.documents import Document, InvalidDocument, lexicon_from
 from retrieval.encoders.protocol import Encoder
+from retrieval.encoders.remote import RemoteEncoder
 from retrieval.engine import ensure_built_model, lexicon_paths, local_encoder, open_pipeline
 from retrieval.pipeline import SearchMode, SearchPipeline, index_text
 from retrieval.settings import PROJECT_ROOT, Settings
@@ -421,6 +422,8 @@ async def run_quality(
     encoder = encoder or default_encoder(settings)
     ids = StoreIds(list(dataset.corpus))
     try:
+        if isinstance(encoder, RemoteEncoder):
+            await encoder.discover_dim()  # a collection is named and sized by the model's dimension
         pipeline, ingest = await _open_ingested(
             settings, encoder, dataset, ids, config.quiet, config.ingest_batch
         )

@@ -12,7 +12,6 @@ from eval.beir import CorpusDoc, DatasetError, Query, write_beir
 from eval.metrics import read_trec
 from eval.quality import (
     QualityConfig,
-    RoutingUnavailable,
     StoreIds,
     collection_name,
     parse_modes,
@@ -149,12 +148,32 @@ async def test_ids_with_whitespace_are_refused_before_any_work(settings: Setting
 
 
 @pytest.mark.integration
-async def test_routed_mode_fails_clearly_until_routing_exists(
+async def test_routed_mode_runs_through_the_router(
     settings: Settings, tiny_beir: Path, tmp_path: Path
 ) -> None:
-    if routing_available():
-        pytest.skip("the router has landed; routed is a real mode now")
+    assert routing_available()
     config = QualityConfig(dataset=tiny_beir, out=tmp_path / "out", modes=("hybrid", "routed"), quiet=True)
-    with pytest.raises(RoutingUnavailable, match="routing not available yet"):
-        await run_quality(config, settings, encoder=HashingEncoder())
-    assert not (tmp_path / "out").exists()
+    result = await run_quality(config, settings, encoder=HashingEncoder())
+    # No head is trained for the test encoder, so every query takes the default route: routed
+    # must then equal unrouted hybrid exactly.
+    assert result.summary["metrics"]["routed"] == result.summary["metrics"]["hybrid"]
+    assert (tmp_path / "out" / "routed.trec").exists()
+
+
+@pytest.mark.integration
+def test_encoder_ab_comparison(
+    settings: Settings, tiny_beir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eval.cli import main
+    from tests.retrieval.encoders.embedding_server import EmbeddingServer
+
+    with EmbeddingServer(dim=24, ollama_models=["emb-a", "emb-b"]) as server:
+        monkeypatch.setenv("EMBEDDING_PROVIDER", "ollama")
+        monkeypatch.setenv("EMBEDDING_API_URL", server.base_url)
+        monkeypatch.setenv("SEARCH_DATA_DIR", str(settings.service.data_dir))
+        out = tmp_path / "ab"
+        args = ["quality", "-q", "--dataset", str(tiny_beir), "--modes", "dense,hybrid", "--out", str(out)]
+        assert main([*args, "--encoder", "ollama/emb-a,ollama/emb-b"]) == 0
+    table = (out / "encoders.md").read_text()
+    assert "ollama/emb-a" in table and "ollama/emb-b" in table
+    assert (out / "ollama_emb_a" / "results.json").exists() and (out / "ollama_emb_b" / "dense.trec").exists()

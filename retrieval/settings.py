@@ -129,7 +129,7 @@ class CacheSettings:
     redis_url: str = ""
     ttl_s: float = 3600.0
     max_entries: int = 10_000
-    semantic_threshold: float = 0.95
+    semantic_threshold: float = 0.995
     socket_timeout_s: float = 0.05
     key_prefix: str = "search:cache:"
 

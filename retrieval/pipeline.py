@@ -374,6 +374,19 @@ class SearchPipeline:
         for listener in self.write_listeners:
             await listener()
 
+    async def embed_or_degrade(self, query: str, mode: SearchMode) -> Vectors | None:
+        """The query vector; None when the encoder fails and BM25 can answer alone (hybrid).
+
+        A dense-only search has no fallback, so there the failure propagates.
+        """
+        try:
+            return await self.embed_query(query)
+        except (EncoderUnavailable, EncoderRejected) as exc:
+            if mode is SearchMode.DENSE:
+                raise
+            logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
+            return None
+
     async def embed_query(self, query: str) -> Vectors:
         """The query's dense vector (one encoder pass, reusable by cache and router)."""
         return await self.encoder.encode_queries([query])
@@ -410,14 +423,8 @@ class SearchPipeline:
         ranked: dict[str, list[StoredHit]] = {}
         if mode in (SearchMode.HYBRID, SearchMode.DENSE) and vector is None:
             t0 = time.perf_counter()
-            try:
-                vector = await self.embed_query(query)
-            except (EncoderUnavailable, EncoderRejected) as exc:
-                if mode is SearchMode.DENSE:
-                    raise
-                # Keep answering from BM25 alone; the response says so.
-                logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
-                degraded = True
+            vector = await self.embed_or_degrade(query, mode)
+            degraded = vector is None
             timings["encode_ms"] = (time.perf_counter() - t0) * 1000
 
         chosen: Route | None = None

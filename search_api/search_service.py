@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key, normalise_query
-from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable, Vectors
+from retrieval.encoders.protocol import Vectors
 from retrieval.fusion import FusedHit
 from retrieval.highlight import find_terms, mark
 from retrieval.pipeline import SearchMode, SearchOutcome, SearchPipeline
@@ -142,12 +142,8 @@ class SearchService:
         encode_ms = 0.0
         if mode is not SearchMode.SPARSE:
             t0 = time.perf_counter()
-            try:
-                vector = await pipeline.embed_query(query)
-            except (EncoderUnavailable, EncoderRejected) as exc:
-                if mode is SearchMode.DENSE:
-                    raise
-                logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
+            vector = await pipeline.embed_or_degrade(query, mode)
+            if vector is None:
                 degraded, mode = True, SearchMode.SPARSE
             encode_ms = (time.perf_counter() - t0) * 1000
 

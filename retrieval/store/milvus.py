@@ -274,9 +274,9 @@ class MilvusStore:
                 "delete", self._async().delete(self.collection, ids=list(chunk_ids), timeout=self.timeout_s)
             )
 
-    async def chunk_terms(self, doc_ids: Sequence[str]) -> list[StoredTerms]:
-        """BM25 bookkeeping of the stored chunks of these documents."""
-        found: list[StoredTerms] = []
+    async def _rows_of(self, doc_ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
+        """Stored rows of these documents (100 ids per query keeps each expression short)."""
+        found: list[dict[str, Any]] = []
         for start in range(0, len(doc_ids), 100):
             expr = SearchFilter.build(doc_ids=doc_ids[start : start + 100]).expression()
             rows = await self._call(
@@ -284,13 +284,17 @@ class MilvusStore:
                 self._async().query(
                     self.collection,
                     filter=expr,
-                    output_fields=["doc_id", "tf", "doc_len"],
+                    output_fields=fields,
                     limit=_QUERY_WINDOW,
                     timeout=self.timeout_s,
                 ),
             )
-            found.extend(_terms(row) for row in rows)
+            found.extend(rows)
         return found
+
+    async def chunk_terms(self, doc_ids: Sequence[str]) -> list[StoredTerms]:
+        """BM25 bookkeeping of the stored chunks of these documents."""
+        return [_terms(row) for row in await self._rows_of(doc_ids, ["doc_id", "tf", "doc_len"])]
 
     # -- reads -----------------------------------------------------------------------------
     async def search_dense(
@@ -437,21 +441,7 @@ class MilvusStore:
 
     async def chunks(self, doc_ids: Sequence[str]) -> list[ChunkRecord]:
         """Every stored chunk of these documents, without its dense vector (see `iterate_chunks`)."""
-        found: list[ChunkRecord] = []
-        for start in range(0, len(doc_ids), 100):
-            expr = SearchFilter.build(doc_ids=doc_ids[start : start + 100]).expression()
-            rows = await self._call(
-                "query",
-                self._async().query(
-                    self.collection,
-                    filter=expr,
-                    output_fields=_COPY_FIELDS,
-                    limit=_QUERY_WINDOW,
-                    timeout=self.timeout_s,
-                ),
-            )
-            found.extend(_record(row) for row in rows)
-        return found
+        return [_record(row) for row in await self._rows_of(doc_ids, _COPY_FIELDS)]
 
     async def close(self) -> None:
         """Close both clients."""
@@ -480,11 +470,10 @@ class HandoverStore(MilvusStore):
         uri: str,
         collection: str,
         *,
-        token: str = "",
-        timeout_s: float = 5.0,
         retiring: MilvusStore | None = None,
+        **options: Any,
     ):
-        super().__init__(uri, collection, token=token, timeout_s=timeout_s)
+        super().__init__(uri, collection, **options)
         self.retiring = retiring
 
     def take_over(self, retiring: MilvusStore) -> MilvusStore | None:

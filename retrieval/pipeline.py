@@ -58,6 +58,8 @@ class SearchOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_vector: Vectors | None = None
     route: Route | None = None
+    query_terms: list[str] = field(default_factory=list)
+    """The query's jieba tokens, as BM25 scored them."""
 
 
 def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats: int = 1) -> str:
@@ -438,6 +440,7 @@ class SearchPipeline:
             if mode is SearchMode.DENSE and vector is None:
                 mode = SearchMode.SPARSE  # the encoder is down: BM25 is all there is
         depth = max(candidates or self.config.candidates, offset + top_k)
+        terms = self.sparse.tokenizer.tokenize(query)  # once: BM25 here, highlights in the reply
 
         async def dense(query_vec: Vectors) -> None:
             t0 = time.perf_counter()
@@ -446,7 +449,9 @@ class SearchPipeline:
 
         async def sparse() -> None:
             t0 = time.perf_counter()
-            ranked["sparse"] = await self.store.search_sparse(self.sparse.query_vector(query), depth, where)
+            ranked["sparse"] = await self.store.search_sparse(
+                self.sparse.stats.query_vector(terms), depth, where
+            )
             timings["sparse_ms"] = (time.perf_counter() - t0) * 1000
 
         tasks = []
@@ -462,4 +467,5 @@ class SearchPipeline:
             # Boosts re-order the whole fused list, so paging comes after them.
             fused = chosen.rescore(fused)
         took = (time.perf_counter() - started) * 1000
-        return SearchOutcome(fused[offset : offset + top_k], took, degraded, timings, vector, route=chosen)
+        page = fused[offset : offset + top_k]
+        return SearchOutcome(page, took, degraded, timings, vector, route=chosen, query_terms=terms)

@@ -167,7 +167,7 @@ class SearchService:
         timings = {"encode_ms": encode_ms, **outcome.timings_ms} if vector is not None else outcome.timings_ms
         took = (time.perf_counter() - started) * 1000
         response = SearchResponse(
-            hits=build_hits(outcome, pipeline.sparse.tokenizer.tokenize(query), pipeline.fuser.k, weights),
+            hits=build_hits(outcome, outcome.query_terms, pipeline.fuser.k, weights),
             took_ms=round(took, 3),
             route=route.to_json() if route is not None else None,
             cache=CacheInfo(),

@@ -25,6 +25,8 @@ async def test_route_none_turns_routing_off(client: AsyncTestClient) -> None:  #
 
 
 async def test_out_of_scope_answers_empty_with_a_reason(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
-    body = (await client.post("/v1/search", json={"query": "明天北京天气怎么样", "route": "out_of_scope"})).json()
+    body = (
+        await client.post("/v1/search", json={"query": "明天北京天气怎么样", "route": "out_of_scope"})
+    ).json()
     assert body["hits"] == []
     assert body["route"]["out_of_scope"] is True and body["route"]["reason"]

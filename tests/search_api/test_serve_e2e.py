@@ -32,8 +32,9 @@ def _free_port() -> int:
 class Server:
     """One `search-api serve` process on a loopback port."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path):
+    def __init__(self, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None):
         self.data_dir, self.port, self.log = data_dir, port, log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,7 +42,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 180) -> None:
-        env = {**os.environ, "SEARCH_DATA_DIR": str(self.data_dir)}
+        env = {**os.environ, "SEARCH_DATA_DIR": str(self.data_dir), **self.env}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, NotFoundException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from retrieval.documents import InvalidDocument
@@ -60,6 +61,26 @@ class NotReady(ApiError):
 
     status = 503
     code = "not_ready"
+
+
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+# Every error a handler can answer, documented with the body it really sends (not Litestar's
+# default {status_code, detail} shape), so clients and schema checkers see the truth.
+ERROR_RESPONSES: dict[int, ResponseSpec] = {
+    400: _spec("Invalid request: a stable `code`, a readable `message`, the `field` at fault"),
+    401: _spec("Missing API key"),
+    403: _spec("Wrong API key"),
+    404: _spec("Not found"),
+    405: _spec("Method not allowed"),
+    409: _spec("Conflicting operation in progress"),
+    413: _spec("Request body too large"),
+    429: _spec("Rate limited"),
+    502: _spec("The embedding service refused the request"),
+    503: _spec("Not ready, or a dependency (store, encoder) is unavailable"),
+}
 
 
 _PATH = re.compile(r"at `\$\.?([^`]*)`")

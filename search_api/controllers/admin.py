@@ -12,7 +12,7 @@ from retrieval.reindex import NoPreviousCollection, ReindexError, ReindexInProgr
 from retrieval.store.pointer import pointer_for
 from retrieval.store.protocol import ModelMismatch
 from search_api.auth import admin_guard
-from search_api.errors import ApiError
+from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import Body
 from search_api.state import EngineState, ReindexJob
 
@@ -89,7 +89,12 @@ class AdminReindexController(Controller):
     tags = ["admin"]
     guards = [admin_guard]
 
-    @post(operation_id="startReindex", status_code=HTTP_202_ACCEPTED, summary="Start a reindex")
+    @post(
+        operation_id="startReindex",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Start a reindex",
+        responses=ERROR_RESPONSES,
+    )
     async def start(self, data: ReindexRequest, engine: EngineState) -> ReindexStatus:
         """Re-embed every chunk for another model and swap to it; searches keep answering."""
         try:
@@ -100,12 +105,18 @@ class AdminReindexController(Controller):
             raise Conflict(str(exc), code="reindex_in_progress") from exc
         return await _status(engine, job)
 
-    @get(operation_id="reindexStatus", summary="Reindex status")
+    @get(operation_id="reindexStatus", summary="Reindex status", responses=ERROR_RESPONSES)
     async def status(self, engine: EngineState) -> ReindexStatus:
         """State and progress of the last reindex started here, and the live collection."""
         return await _status(engine, engine.reindex_job)
 
-    @post("/rollback", operation_id="rollbackReindex", status_code=HTTP_200_OK, summary="Roll back")
+    @post(
+        "/rollback",
+        operation_id="rollbackReindex",
+        status_code=HTTP_200_OK,
+        summary="Roll back",
+        responses=ERROR_RESPONSES,
+    )
     async def rollback(self, engine: EngineState) -> RollbackResponse:
         """Swap back to the collection live before the last swap (writes since then are replayed)."""
         try:

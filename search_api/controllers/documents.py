@@ -9,7 +9,7 @@ from retrieval.documents import Document
 from retrieval.pipeline import IngestReport
 from retrieval.store.filters import DOC_ID_PATTERN
 from search_api.auth import admin_guard
-from search_api.errors import ApiError, NotFound
+from search_api.errors import ERROR_RESPONSES, ApiError, NotFound
 from search_api.schemas import DocumentsRequest, DocumentsResponse
 from search_api.state import EngineState
 
@@ -31,7 +31,12 @@ class DocumentsController(Controller):
     tags = ["documents"]
     guards = [admin_guard]
 
-    @post(operation_id="upsertDocuments", status_code=HTTP_200_OK, summary="Upsert documents")
+    @post(
+        operation_id="upsertDocuments",
+        status_code=HTTP_200_OK,
+        summary="Upsert documents",
+        responses=ERROR_RESPONSES,
+    )
     async def upsert(self, data: DocumentsRequest, engine: EngineState) -> DocumentsResponse:
         """Chunk, embed and index each document, replacing any earlier version of it."""
         limits = engine.settings.search
@@ -59,7 +64,11 @@ class DocumentsController(Controller):
         return _reply(report, pipeline.kb_version)
 
     @delete(
-        "/{doc_id:str}", operation_id="deleteDocument", status_code=HTTP_200_OK, summary="Delete a document"
+        "/{doc_id:str}",
+        operation_id="deleteDocument",
+        status_code=HTTP_200_OK,
+        summary="Delete a document",
+        responses=ERROR_RESPONSES,
     )
     async def remove(self, doc_id: str, engine: EngineState) -> DocumentsResponse:
         """Remove a document and all its chunks; 404 when it is not stored."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from search_api.schemas import Health, Readiness
@@ -20,7 +21,14 @@ class HealthController(Controller):
         """The process is up."""
         return Health()
 
-    @get("/ready", operation_id="ready", summary="Readiness", responses=None)
+    @get(
+        "/ready",
+        operation_id="ready",
+        summary="Readiness",
+        responses={
+            503: ResponseSpec(data_container=Readiness, description="Not ready", generate_examples=False)
+        },
+    )
     async def ready(self, engine: EngineState) -> Response[Readiness]:
         """Encoder, store and cache state; 503 until every one of them answers."""
         pipeline = engine.pipeline

@@ -6,7 +6,7 @@ from litestar import Controller, post
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.store.filters import SearchFilter
-from search_api.errors import ApiError
+from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import (
     SearchRequest,
     SearchResponse,
@@ -42,7 +42,12 @@ class SearchController(Controller):
     path = "/v1/search"
     tags = ["search"]
 
-    @post(operation_id="search", status_code=HTTP_200_OK, summary="Search the knowledge base")
+    @post(
+        operation_id="search",
+        status_code=HTTP_200_OK,
+        summary="Search the knowledge base",
+        responses=ERROR_RESPONSES,
+    )
     async def search(self, data: SearchRequest, engine: EngineState) -> SearchResponse:
         """Fuse dense and BM25 retrieval with weighted RRF; each hit explains its rank."""
         query, where = _validate(data, engine)

@@ -21,10 +21,6 @@ import json
 import os
 import random
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from eval.server import running_server
 from retrieval.documents import read_jsonl
 from retrieval.settings import PROJECT_ROOT
 
@@ -116,25 +113,6 @@ def build_stream(n: int, seed: int = 5) -> list[StreamItem]:
     return stream[:n]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        try:
-            if (await client.get("/v1/ready")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        await asyncio.sleep(0.5)
-    raise RuntimeError("server not ready after 300 s")
-
-
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(values), q)), 2) if values else None
 
@@ -143,58 +121,38 @@ async def replay(
     data_dir: Path, stream: list[StreamItem], threshold: float, redis_url: str
 ) -> dict[str, Any]:
     """One server, one threshold, the whole stream."""
-    port = _free_port()
     prefix = f"bench:cache:{uuid.uuid4().hex[:8]}:"
     env = {
-        **os.environ,
-        "SEARCH_DATA_DIR": str(data_dir),
         "SEARCH_CACHE_SEMANTIC_THRESHOLD": str(threshold),
         "SEARCH_CACHE_KEY_PREFIX": prefix,
         "REDIS_URL": redis_url,
     }
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     latency: dict[str, list[float]] = {"hit": [], "miss": []}
     by_kind: dict[str, dict[str, int]] = {}
     wrong: list[dict[str, Any]] = []
     tiers = {"exact": 0, "semantic": 0}
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False
-        ) as client:
-            await _wait_ready(client, proc)
-            for item in stream:
-                t0 = time.perf_counter()
-                response = await client.post("/v1/search", json={"query": item.text, "top_k": 10})
-                elapsed = (time.perf_counter() - t0) * 1000
-                body = response.json()
-                hit = bool(body["cache"]["hit"])
-                latency["hit" if hit else "miss"].append(elapsed)
-                stats = by_kind.setdefault(item.kind, {"n": 0, "hits": 0, "wrong": 0})
-                stats["n"] += 1
-                if hit:
-                    stats["hits"] += 1
-                    tiers[body["cache"]["tier"]] += 1
-                    fresh = (
-                        await client.post(
-                            "/v1/search", json={"query": item.text, "top_k": 10, "cache": False}
-                        )
-                    ).json()
-                    if [h["doc_id"] for h in fresh["hits"]] != [h["doc_id"] for h in body["hits"]]:
-                        stats["wrong"] += 1
-                        wrong.append({"query": item.text, "kind": item.kind, "tier": body["cache"]["tier"]})
-                await asyncio.sleep(0.002)  # let the off-path cache write land, as between real requests
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    async with (
+        running_server(data_dir, env) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as client,
+    ):
+        for item in stream:
+            t0 = time.perf_counter()
+            response = await client.post("/v1/search", json={"query": item.text, "top_k": 10})
+            elapsed = (time.perf_counter() - t0) * 1000
+            body = response.json()
+            hit = bool(body["cache"]["hit"])
+            latency["hit" if hit else "miss"].append(elapsed)
+            stats = by_kind.setdefault(item.kind, {"n": 0, "hits": 0, "wrong": 0})
+            stats["n"] += 1
+            if hit:
+                stats["hits"] += 1
+                tiers[body["cache"]["tier"]] += 1
+                uncached = {"query": item.text, "top_k": 10, "cache": False}
+                fresh = (await client.post("/v1/search", json=uncached)).json()
+                if [h["doc_id"] for h in fresh["hits"]] != [h["doc_id"] for h in body["hits"]]:
+                    stats["wrong"] += 1
+                    wrong.append({"query": item.text, "kind": item.kind, "tier": body["cache"]["tier"]})
+            await asyncio.sleep(0.002)  # let the off-path cache write land, as between real requests
     hits = sum(s["hits"] for s in by_kind.values())
     return {
         "threshold": threshold,

@@ -24,20 +24,16 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from tqdm import tqdm
 
 from eval.latency import LatencyConfig, SearchModeName, load_query_texts, run_latency
+from eval.server import running_server
 from eval.synthetic import SyntheticCorpus
 from retrieval.documents import read_jsonl
 from retrieval.encoders.local import OnnxEncoder
@@ -150,44 +146,13 @@ async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str
         release_lite(settings.milvus_uri)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def http_runs(
     data_dir: Path, queries: list[str], concurrency: int, duration: float, runs: int, mode: SearchModeName
 ) -> list[dict[str, Any]]:
     """Start the real server and measure `runs` load runs against it."""
-    port = _free_port()
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir), "SEARCH_SERVICE_INGEST_FIXTURES": "false"}
-    log = (data_dir / "bench-server.log").open("wb")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            for _ in range(600):
-                try:
-                    ready = await client.get(f"{url}/v1/ready")
-                    if ready.status_code == 200:
-                        break
-                    if "failed" in ready.text:
-                        raise RuntimeError(f"server start-up failed: {ready.text}")
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}; see {log.name}")
-                await asyncio.sleep(0.5)
-            else:
-                raise RuntimeError("server not ready after 300 s")
-        results = []
+    env = {"SEARCH_SERVICE_INGEST_FIXTURES": "false"}
+    results = []
+    async with running_server(data_dir, env, log=data_dir / "bench-server.log") as url:
         for run in range(runs):
             config = LatencyConfig(
                 url=url,
@@ -212,14 +177,7 @@ async def http_runs(
                 }
             )
             print(f"  HTTP run {run + 1}: {results[-1]}", flush=True)
-        return results
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    return results
 
 
 def main() -> None:

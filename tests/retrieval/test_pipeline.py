@@ -211,10 +211,14 @@ def test_index_text_prefixes_title_and_aliases() -> None:
 
 
 async def test_ivf_flat_index_on_lite(settings: Settings) -> None:
-    ivf = dataclasses.replace(settings, store=dataclasses.replace(settings.store, lite_index="IVF_FLAT", ivf_nlist=16))
+    ivf = dataclasses.replace(
+        settings, store=dataclasses.replace(settings.store, lite_index="IVF_FLAT", ivf_nlist=16)
+    )
     pipeline = await _open(ivf)
     try:
-        docs = [Document(id=f"d{i}", title=f"条目{i}", text=f"第{i}条记录，关于玄霜城的往事。") for i in range(50)]
+        docs = [
+            Document(id=f"d{i}", title=f"条目{i}", text=f"第{i}条记录，关于玄霜城的往事。") for i in range(50)
+        ]
         await pipeline.ingest(docs)
         outcome = await pipeline.search("条目7", mode=SearchMode.DENSE, top_k=5)
         assert outcome.hits and len(outcome.hits) == 5

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from eval.server import free_port
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.remote import RemoteEncoderConfig
 from retrieval.engine import ingest_fixtures, open_pipeline
@@ -136,17 +136,11 @@ async def test_reindex_needs_the_key_runs_while_serving_and_rolls_back(
     assert (await client.post("/v1/search", json={"query": "断剑客"})).json()["hits"][0]["doc_id"] == "char-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.e2e
 async def test_cli_reindex_and_rollback_through_a_running_server(
     remote_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(remote_settings, encoder=HashingEncoder()),
@@ -191,7 +185,7 @@ def test_cli_reindex_in_process_without_a_server(
 ) -> None:
     env = {
         "SEARCH_DATA_DIR": str(remote_settings.service.data_dir),
-        "SEARCH_API_PORT": str(_free_port()),  # nothing listens there: the CLI works in-process
+        "SEARCH_API_PORT": str(free_port()),  # nothing listens there: the CLI works in-process
         "SEARCH_SPARSE_LEXICON": str(remote_settings.service.fixtures_path),
         "EMBEDDING_PROVIDER": "ollama",
         "EMBEDDING_API_URL": embedding_server.base_url,

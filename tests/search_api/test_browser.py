@@ -13,10 +13,11 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 
+from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
 from retrieval.settings import PROJECT_ROOT
 from tests.conftest import seed_model
-from tests.search_api.test_serve_e2e import Server, _free_port
+from tests.search_api.test_serve_e2e import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.slow]
 
@@ -60,7 +61,7 @@ def server(
     """`search-api serve` on the fixtures, warmed so the page shows steady-state latency."""
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     seed_model(data_dir, built_model)
-    srv = Server(data_dir, _free_port(), data_dir.parent / "server.log")
+    srv = Server(data_dir, free_port(), data_dir.parent / "server.log")
     srv.start()
     # A query unlike the ones below: loads the collection without filling any cache for them.
     httpx.post(f"{srv.url}/v1/search", json={"query": "玄霜城在哪里"}, timeout=60).raise_for_status()

@@ -6,7 +6,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
 from retrieval.settings import PROJECT_ROOT
 from tests.conftest import seed_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -86,7 +80,7 @@ class Server:
 def server(built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("serve") / "data"
     seed_model(data_dir, built_model)
-    srv = Server(data_dir, _free_port(), data_dir.parent / "server.log")
+    srv = Server(data_dir, free_port(), data_dir.parent / "server.log")
     srv.start()
     yield srv
     srv.stop()

@@ -1,10 +1,11 @@
 """A synthetic Chinese web-novel corpus at any size, built from the fixtures' vocabulary and sentences.
 
 Scale benchmarks need 10k-1M chunks that look like the real knowledge base to jieba, BM25 and the
-encoder: the same kinds in the same proportions, names built from the same characters, and
-sentences taken from the fixtures with every known name swapped for a generated one, so term
-statistics (a long tail of names, a head of common words) resemble the real thing. Deterministic
-for a given seed.
+encoder: the same kinds in the same proportions, names built from the same characters, aliases
+made the way the fixtures make them (a given name, a shortened place or sect name, an epithet),
+metadata with the fixtures' own keys and values, and sentences taken from the fixtures with every
+known name or alias swapped for a generated one, so term statistics (a long tail of names, a head
+of common words) resemble the real thing. Deterministic for a given seed.
 
     uv run python -m eval.synthetic --chunks 100000 --out data/synthetic-100k.jsonl
 """
@@ -37,7 +38,9 @@ class _Vocabulary:
     given_chars: list[str]
     prefix_chars: list[str]
     suffixes: dict[str, list[str]]
-    metadata_keys: dict[str, list[str]]
+    metadata_values: dict[str, dict[str, list[str | int]]]
+    alias_rate: dict[str, float]
+    epithet_tails: list[str]
 
 
 def _vocabulary(fixtures: Path) -> _Vocabulary:
@@ -67,8 +70,23 @@ def _vocabulary(fixtures: Path) -> _Vocabulary:
             {ch for d in docs if d.kind != "chapter" for ch in d.title[:-1] if "\u4e00" <= ch <= "\u9fff"}
         ),
         suffixes=suffixes,
-        metadata_keys={k: sorted({key for d in g for key in d.metadata}) for k, g in by_kind.items()},
+        metadata_values={k: _metadata_values(g) for k, g in by_kind.items()},
+        alias_rate={k: sum(bool(d.aliases) for d in g) / len(g) for k, g in by_kind.items()},
+        # Epithets such as 断剑客 / 照影剑主 / 玉面剑: keep their last one or two characters.
+        epithet_tails=sorted(
+            {a[-2:] if len(a) >= 3 else a[-1] for d in by_kind.get("character", []) for a in d.aliases}
+        ),
     )
+
+
+def _metadata_values(docs: list[Document]) -> dict[str, list[str | int]]:
+    """Each metadata key of these documents with every value it takes (a value's frequency kept)."""
+    values: dict[str, list[str | int]] = defaultdict(list)
+    for doc in docs:
+        for key, value in doc.metadata.items():
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                values[key].append(value)
+    return dict(values)
 
 
 class SyntheticCorpus:
@@ -95,11 +113,36 @@ class SyntheticCorpus:
             return self.rng.choice(self._made[-20000:])
         return self._name(self.rng.choice(("character", "location", "faction", "item")))
 
-    def _rename(self, sentence: str, own: str) -> str:
+    def _aliases(self, kind: str, title: str) -> tuple[str, ...]:
+        """Aliases as the fixtures form them, as often as the fixtures give an entry of this kind any."""
+        rng, v = self.rng, self.vocab
+        if kind == "chapter" or rng.random() >= v.alias_rate.get(kind, 0.0):
+            return ()
+        if kind == "character":
+            given = title[1:]
+            candidates = [
+                given,  # 青崖
+                title[0] + rng.choice(("七", "三", "老", "少", "公子", "宗主")),  # 顾七, 裴宗主
+                rng.choice(given) + rng.choice(v.epithet_tails),  # 崖公子, 鹤师兄
+                "".join(rng.choices(v.prefix_chars, k=1)) + rng.choice(v.epithet_tails),  # 断剑客
+            ]
+        else:
+            stem = title[:-1] if len(title) >= 3 else title
+            candidates = [stem[:2], title[:2] + title[-1], stem + rng.choice(v.suffixes.get(kind) or ["记"])]
+        chosen = rng.sample(candidates, k=rng.choice((1, 1, 2)))
+        return tuple(dict.fromkeys(a for a in chosen if len(a) >= 2 and a != title))
+
+    def _rename(self, sentence: str, own: tuple[str, ...]) -> str:
         for name in self.vocab.names:
             if name in sentence:
-                sentence = sentence.replace(name, own if self.rng.random() < 0.25 else self._other_name())
+                mine = self.rng.random() < 0.25
+                sentence = sentence.replace(name, self.rng.choice(own) if mine else self._other_name())
         return sentence
+
+    def _metadata(self, kind: str) -> dict[str, str | int]:
+        # Values observed for the key in this kind: realistic cardinality for filters and JSON size.
+        observed = self.vocab.metadata_values.get(kind, {})
+        return {key: self.rng.choice(values) for key, values in observed.items()}
 
     def document(self, index: int) -> Document:
         """The index-th document (ids `syn-<index>`)."""
@@ -107,17 +150,20 @@ class SyntheticCorpus:
         kind = rng.choices(v.kinds, weights=v.weights, k=1)[0]
         title = self._name(kind)
         self._made.append(title.split()[-1])
+        aliases = self._aliases(kind, title)
+        # Texts name their entry mostly by its title and sometimes by an alias, as the fixtures do.
+        own = (title, title, *aliases)
         pool = v.sentences.get(kind) or v.sentences[v.kinds[0]]
         text = ""
         while len(text) < self.target_chars:
-            text += self._rename(rng.choice(pool), title)
-        metadata: dict[str, str | int] = {k: rng.randint(1, 500) for k in v.metadata_keys.get(kind, [])[:2]}
+            text += self._rename(rng.choice(pool), own)
         return Document(
             id=f"syn-{index:07d}",
             title=title,
             kind=kind,
             text=text[: int(self.target_chars * 1.3)],
-            metadata=metadata,
+            metadata=self._metadata(kind),
+            aliases=aliases,
         )
 
     def documents(self, n: int) -> Iterator[Document]:
@@ -138,6 +184,7 @@ def write_jsonl(docs: Iterator[Document], path: Path) -> int:
                         "id": doc.id,
                         "title": doc.title,
                         "kind": doc.kind,
+                        "aliases": list(doc.aliases),
                         "text": doc.text,
                         "metadata": doc.metadata,
                     },

@@ -25,6 +25,7 @@ _NAMED_ENV: dict[str, tuple[str, str]] = {
     "SEARCH_API_HOST": ("service", "host"),
     "SEARCH_API_PORT": ("service", "port"),
     "SEARCH_API_ADMIN_KEY": ("service", "admin_key"),
+    "SEARCH_API_KEYS": ("service", "api_keys"),
     "SEARCH_CORS_ORIGINS": ("service", "cors_origins"),
     "MILVUS_URI": ("store", "uri"),
     "MILVUS_TOKEN": ("store", "token"),
@@ -42,7 +43,15 @@ class ServiceSettings:
     data_dir: Path = PROJECT_ROOT / "data"
     ingest_fixtures: bool = True
     fixtures_path: Path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
-    admin_key: str = ""
+    # Keys stay out of reprs (and so out of any log line that prints the settings).
+    admin_key: str = field(default="", repr=False)
+    """Plain admin key (`SEARCH_API_ADMIN_KEY`); with `admin_key_hashes`, writes need one of them."""
+    admin_key_hashes: tuple[str, ...] = field(default=(), repr=False)
+    """`sha256:<hex>` digests of further admin keys (`search-api hash-key`)."""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Plain search keys (`SEARCH_API_KEYS`, comma-separated); any search key makes search need one."""
+    api_key_hashes: tuple[str, ...] = field(default=(), repr=False)
+    """`sha256:<hex>` digests of search keys."""
     cors_origins: tuple[str, ...] = ()
 
 
@@ -62,9 +71,11 @@ class StoreSettings:
     """Where the Milvus collection lives."""
 
     uri: str = ""
-    token: str = ""
+    token: str = field(default="", repr=False)
     collection: str = "kb_chunks"
     timeout_s: float = 5.0
+    search_timeout_s: float = 2.0
+    lite_server: bool = False
     lite_index: str = "FLAT"
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
@@ -122,6 +133,14 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """Rate limiting per API key, else per client address; 0 requests turns it off."""
+
+    rate_limit: int = 0
+    rate_limit_unit: str = "second"
+
+
+@dataclass(frozen=True)
 class CacheSettings:
     """Query cache: in-process LFU by default, Redis (shared by workers) when `redis_url` is set."""
 
@@ -152,6 +171,7 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     remote_encoder: RemoteEncoderConfig | None = None
 
     @property
@@ -177,6 +197,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "search": SearchSettings,
     "routing": RoutingSettings,
     "cache": CacheSettings,
+    "limits": LimitsSettings,
 }
 
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval.encoders.protocol import Encoder
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import LimitsSettings, Settings, load_settings
+from search_api.auth import API_KEY_HEADER, AccessKeys
 from search_api.controllers.admin import AdminReindexController
 from search_api.controllers.documents import DocumentsController
 from search_api.controllers.health import HealthController
@@ -25,6 +29,7 @@ from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
 from search_api.metrics import MetricsController
 from search_api.state import EngineState
+from search_api.telemetry import ServiceMetrics, request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +48,46 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             given if given.isascii() and 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
         )
         scope["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
+        token = request_id_var.set(request_id)  # every log line of this request carries it
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
             await send(message)
 
-        await app(scope, receive, send_with_id)
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
     return middleware
+
+
+_RATE_UNITS = ("second", "minute", "hour", "day")
+
+
+def _rate_limit_identity(request: Request[Any, Any, Any]) -> str:
+    """Whose budget a request spends: its API key's (as a digest, never the key), else its address."""
+    key = request.headers.get(API_KEY_HEADER)
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()
+    return "addr:" + get_remote_address(request)
+
+
+def rate_limit_config(limits: LimitsSettings) -> RateLimitConfig | None:
+    """Litestar's rate limiter per `[limits]`, or None when it is off (rate_limit = 0)."""
+    if limits.rate_limit < 0:
+        raise ValueError("limits.rate_limit must be 0 (off) or a positive number of requests")
+    if limits.rate_limit_unit not in _RATE_UNITS:
+        raise ValueError(f"limits.rate_limit_unit must be one of {', '.join(_RATE_UNITS)}")
+    if limits.rate_limit == 0:
+        return None
+    return RateLimitConfig(
+        rate_limit=(limits.rate_limit_unit, limits.rate_limit),  # type: ignore[arg-type]  # checked above
+        # Probes and scrapes must never be throttled into reporting an outage.
+        exclude=["^/v1/health$", "^/v1/ready$", "^/metrics$"],
+        identifier_for_request=_rate_limit_identity,
+    )
 
 
 def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> Litestar:
@@ -61,6 +97,13 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     """
     settings = settings or load_settings()
     state = EngineState(settings, encoder=encoder)
+    access_keys = AccessKeys.from_settings(settings.service)  # a malformed digest stops start-up here
+    metrics = ServiceMetrics(state.registry)
+    state.service.metrics = metrics
+    rate_limit = rate_limit_config(settings.limits)
+    middleware = [request_id_middleware, metrics.middleware]
+    if rate_limit is not None:
+        middleware.append(rate_limit.middleware)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -86,7 +129,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         dependencies={"engine": Provide(provide_engine, use_cache=True)},
         exception_handlers={Exception: api_error_handler},
         lifespan=[lifespan],
-        middleware=[request_id_middleware],
+        middleware=middleware,
         cors_config=CORSConfig(allow_origins=list(settings.service.cors_origins))
         if settings.service.cors_origins
         else None,
@@ -95,4 +138,5 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         debug=False,
     )
     app.state.engine = state
+    app.state.access_keys = access_keys
     return app

@@ -15,11 +15,10 @@ from search_api.intents_cli import add_intents_commands
 logger = logging.getLogger("search_api")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def _configure_logging(level: str, fmt: str = "json") -> None:
+    from search_api.telemetry import configure_logging
+
+    configure_logging(level, fmt)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,8 +30,35 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.service.host
     port = args.port or settings.service.port
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=args.log_level.lower(), access_log=False
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=args.log_level.lower(),
+        access_log=False,  # the app logs each request itself, with its request id
+        log_config=None,  # keep the root handler (JSON lines) for uvicorn's own lines too
     )
+    return 0
+
+
+def cmd_hash_key(args: argparse.Namespace, _: Settings) -> int:
+    """Print the `sha256:<hex>` digest of a key read from stdin, or of a new random key."""
+    import getpass
+    import secrets
+
+    from search_api.auth import hash_key
+
+    if args.generate:
+        key = secrets.token_urlsafe(32)
+        print(f"key:    {key}")
+    elif sys.stdin.isatty():
+        key = getpass.getpass("API key (not echoed): ")
+    else:
+        # Read from a pipe, never from argv, so the key stays out of shell history and `ps`.
+        key = sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        print("search-api hash-key: empty key", file=sys.stderr)
+        return 2
+    print(f"{'digest: ' if args.generate else ''}{hash_key(key)}")
     return 0
 
 
@@ -249,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="search-api", description=__doc__)
     parser.add_argument("--config", help="TOML file overriding config/default.toml")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API")
@@ -286,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--no-progress", action="store_true", help="no progress bar")
     reindex.set_defaults(func=cmd_reindex)
 
+    hash_cmd = sub.add_parser(
+        "hash-key",
+        help="print the sha256 digest of an API key (read from stdin) for api_key_hashes/admin_key_hashes",
+    )
+    hash_cmd.add_argument("--generate", action="store_true", help="make a new random key and print both")
+    hash_cmd.set_defaults(func=cmd_hash_key)
+
     add_intents_commands(sub)
     return parser
 
@@ -293,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `search-api` console script."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format)
     try:
         settings = load_settings(Path(args.config) if args.config else None)
     except (OSError, ValueError) as exc:

@@ -30,6 +30,7 @@ from search_api.schemas import (
     SearchResponse,
     SourceExplanation,
 )
+from search_api.telemetry import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class SearchService:
     """Cache-aware search over the pipeline."""
 
     cache: Cache | None = None
+    metrics: ServiceMetrics | None = None
     _background: set[asyncio.Task[object]] = field(default_factory=set)
 
     def _key(
@@ -99,6 +101,13 @@ class SearchService:
             route=request.route or "",
             config_version=config,
         )
+
+    def _note_lookup(self, tier: str, lookup: CacheLookup, t0: float) -> None:
+        if self.metrics is not None:
+            outcome = "hit" if lookup.hit is not None else "miss"
+            self.metrics.cache_lookups.labels(tier, outcome).observe(time.perf_counter() - t0)
+            if lookup.hit is not None:
+                self.metrics.searches.labels(tier).inc()
 
     def _replay(self, lookup: CacheLookup, started: float, asked: str) -> SearchResponse | None:
         if lookup.hit is None:
@@ -132,7 +141,9 @@ class SearchService:
         key = self._key(pipeline, request, query, where)
         lookup: CacheLookup | None = None
         if cache is not None:
+            t0 = time.perf_counter()
             lookup = await cache.get_exact(key)
+            self._note_lookup("exact", lookup, t0)
             if (reply := self._replay(lookup, started, asked)) is not None:
                 return reply
 
@@ -149,7 +160,9 @@ class SearchService:
 
         entities = pipeline.sparse.tokenizer.entities(query)
         if cache is not None and vector is not None:
+            t0 = time.perf_counter()
             lookup = await cache.get_semantic(key, vector, entities)
+            self._note_lookup("semantic", lookup, t0)
             if (reply := self._replay(lookup, started, asked)) is not None:
                 return reply
 
@@ -178,6 +191,9 @@ class SearchService:
             offset=request.offset,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
+        if self.metrics is not None:
+            self.metrics.observe_stages(timings)
+            self.metrics.searches.labels("degraded" if response.degraded else "computed").inc()
         # A degraded answer (no dense half) must not be served later as if it were whole.
         if cache is not None and not response.degraded and lookup is not None:
             self._remember(cache, key, vector, entities, response, took, lookup.kb_version)

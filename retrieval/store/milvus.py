@@ -19,8 +19,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pymilvus import AsyncMilvusClient, DataType, MilvusClient
-from pymilvus.exceptions import MilvusException
+from pymilvus.client.types import Status
+from pymilvus.exceptions import (
+    ConnectError,
+    ConnectionNotExistException,
+    MilvusException,
+    MilvusUnavailableException,
+)
 
+from retrieval.cache.breaker import CircuitBreaker
 from retrieval.settings import Settings
 from retrieval.sparse.bm25 import SparseVector
 from retrieval.store.filters import SearchFilter
@@ -52,6 +59,13 @@ def _terms(row: dict[str, Any]) -> StoredTerms:
 _COPY_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata", "tf", "doc_len", "sparse"]
 # Chunk ids are `<doc id>#<n>` with validated doc ids; anything else is never put into an expression.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}#[0-9]{1,9}$")
+
+
+def _unreachable(exc: MilvusException) -> bool:
+    """Whether a client error means Milvus could not be reached (rather than refusing the call)."""
+    return isinstance(exc, ConnectError | MilvusUnavailableException | ConnectionNotExistException) or (
+        exc.code == Status.CONNECT_FAILED
+    )
 
 
 def _record(row: dict[str, Any]) -> ChunkRecord:
@@ -92,6 +106,8 @@ def store_for(settings: Settings, collection: str, cls: type[MilvusStore] | None
         collection,
         token=s.token,
         timeout_s=s.timeout_s,
+        search_timeout_s=s.search_timeout_s,
+        lite_server=s.lite_server,
         lite_index=s.lite_index,
         ivf_nlist=s.ivf_nlist,
         ivf_nprobe=s.ivf_nprobe,
@@ -120,9 +136,12 @@ class MilvusStore:
         *,
         token: str = "",
         timeout_s: float = 5.0,
+        search_timeout_s: float = 1.0,
+        lite_server: bool = False,
         lite_index: str = "FLAT",
         ivf_nlist: int = 1024,
         ivf_nprobe: int = 32,
+        breaker: CircuitBreaker | None = None,
     ):
         if lite_index not in {"FLAT", "IVF_FLAT"}:
             raise ValueError(f"Milvus Lite offers FLAT or IVF_FLAT, not {lite_index!r}")
@@ -132,9 +151,16 @@ class MilvusStore:
         self.uri = uri
         self.collection = collection
         self.timeout_s = timeout_s
-        self.lite = is_lite_uri(uri)
-        if self.lite:
+        self.search_timeout_s = min(search_timeout_s, timeout_s)
+        local_file = is_lite_uri(uri)
+        # Milvus Lite's binary can also serve a file over TCP (`milvus <file> <host:port>`): a
+        # server by URI, but with Lite's index choices.
+        self.lite = local_file or lite_server
+        if local_file:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        # While Milvus is known to be down, calls fail at once instead of each waiting for a
+        # connect timeout; after the cooldown one call probes, and its success closes the circuit.
+        self.breaker = breaker or CircuitBreaker(failure_threshold=3, cooldown_s=1.0, name="store")
         self._token = token
         self._client: AsyncMilvusClient | None = None
         self._sync: MilvusClient | None = None
@@ -152,17 +178,38 @@ class MilvusStore:
             self._sync = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
         return self._sync
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def _call(self, what: str, coro: Any, *, timeout_s: float | None = None) -> Any:
+        """Await one client call with a deadline, mapping failures to the store's errors.
+
+        `timeout_s` (default: the store timeout) bounds the whole call, connecting included;
+        pymilvus' own timeout covers only the RPC.
+        """
+        if not self.breaker.allow():
+            coro.close()  # never awaited: release it without a "never awaited" warning
+            raise StoreUnavailable(f"Milvus is unreachable ({what} not attempted); retrying shortly")
+        deadline = timeout_s or self.timeout_s * 2
         try:
-            return await asyncio.wait_for(coro, timeout=self.timeout_s * 2)
+            result = await asyncio.wait_for(coro, timeout=deadline)
         except TimeoutError as exc:
-            raise StoreUnavailable(f"Milvus {what} timed out after {self.timeout_s * 2:.1f}s") from exc
+            self.breaker.record_failure()
+            raise StoreUnavailable(f"Milvus {what} timed out after {deadline:.1f}s") from exc
         except MilvusException as exc:
+            if _unreachable(exc):
+                self.breaker.record_failure()
+                raise StoreUnavailable(f"Milvus {what}: {exc.message}") from exc
+            self.breaker.record_success()  # it answered, with an error: reachable
             raise StoreError(f"Milvus {what} failed: {exc.message}") from exc
+        except asyncio.CancelledError:
+            self.breaker.abandon()
+            raise
         except Exception as exc:  # grpc errors surface as several unrelated types
             if type(exc).__module__.startswith("grpc"):
+                self.breaker.record_failure()
                 raise StoreUnavailable(f"Milvus {what}: {exc}") from exc
+            self.breaker.abandon()
             raise
+        self.breaker.record_success()
+        return result
 
     # -- collection ------------------------------------------------------------------------
     def _schema(self, model_id: str, dim: int) -> Any:
@@ -328,8 +375,9 @@ class MilvusStore:
                 filter=where.expression(),
                 output_fields=_HIT_FIELDS,
                 search_params=params,
-                timeout=self.timeout_s,
+                timeout=self.search_timeout_s,
             ),
+            timeout_s=self.search_timeout_s,
         )
         hits: list[StoredHit] = []
         for item in result[0] if result else []:

@@ -43,12 +43,21 @@ class HealthController(Controller):
             return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         encoder_ok = await pipeline.encoder.ready()
         store_ok = await pipeline.store.ready()
+        store: dict[str, object] = {
+            "ready": store_ok,
+            "chunks": pipeline.stats.n_docs,
+            "kb_version": pipeline.kb_version,
+        }
+        breaker = getattr(pipeline.store, "breaker", None)
+        if breaker is not None:  # open while Milvus is unreachable: searches get 503 at once
+            store["circuit"] = breaker.state.value
         # An encoder outage degrades search to BM25 but does not stop it: still ready, flagged.
         body = Readiness(
             ready=store_ok,
             degraded=not encoder_ok,
             encoder={"ready": encoder_ok, "model_id": pipeline.encoder.model_id, "dim": pipeline.encoder.dim},
-            store={"ready": store_ok, "chunks": pipeline.stats.n_docs, "kb_version": pipeline.kb_version},
+            store=store,
             cache=await engine.cache.status() if engine.cache is not None else {"enabled": False},
+            detail=None if store_ok else "the vector store (Milvus) is unreachable",
         )
         return Response(body, status_code=HTTP_200_OK if body.ready else HTTP_503_SERVICE_UNAVAILABLE)

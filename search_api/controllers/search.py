@@ -6,6 +6,7 @@ from litestar import Controller, post
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.store.filters import SearchFilter
+from search_api.auth import search_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import (
     SearchRequest,
@@ -41,6 +42,7 @@ class SearchController(Controller):
 
     path = "/v1/search"
     tags = ["search"]
+    guards = [search_guard]
 
     @post(
         operation_id="search",

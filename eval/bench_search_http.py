@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,16 @@ async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str
 
 
 async def http_runs(
-    data_dir: Path, queries: list[str], concurrency: int, duration: float, runs: int, mode: SearchModeName
+    data_dir: Path,
+    queries: list[str],
+    concurrency: int,
+    duration: float,
+    runs: int,
+    mode: SearchModeName,
+    extra_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Start the real server and measure `runs` load runs against it."""
-    env = {"SEARCH_SERVICE_INGEST_FIXTURES": "false"}
+    """Start the real server (with `extra_env` added to its environment) and measure `runs` load runs."""
+    env = {"SEARCH_SERVICE_INGEST_FIXTURES": "false", **(extra_env or {})}
     results = []
     async with running_server(data_dir, env, log=data_dir / "bench-server.log") as url:
         for run in range(runs):

@@ -67,10 +67,16 @@ _RATE_UNITS = ("second", "minute", "hour", "day")
 
 
 def _rate_limit_identity(request: Request[Any, Any, Any]) -> str:
-    """Whose budget a request spends: its API key's (as a digest, never the key), else its address."""
+    """Whose budget a request spends: its API key's when the key is valid, else its address's.
+
+    Only a configured key names a budget: were any header value enough, a client could reset its
+    budget by sending a new made-up key with every request. The key is kept as a digest.
+    """
     key = request.headers.get(API_KEY_HEADER)
     if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()
+        keys: AccessKeys = request.app.state.access_keys
+        if keys.admin.accepts(key) or keys.search.accepts(key):
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()
     return "addr:" + get_remote_address(request)
 
 
@@ -135,6 +141,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         else None,
         openapi_config=OpenAPIConfig(title="Chinese KB hybrid search", version="0.1.0", path="/schema"),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # the CLI configures logging (JSON lines); Litestar's would replace it
         debug=False,
     )
     app.state.engine = state

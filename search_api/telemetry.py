@@ -38,8 +38,13 @@ class RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extra fields, traceback."""
 
-    # Attributes every LogRecord has; anything else was passed with `extra=` and is kept.
-    _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+    # Attributes every LogRecord has; anything else was passed with `extra=` and is kept
+    # (uvicorn's `color_message` repeats the message with terminal colours).
+    _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message",
+        "asctime",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         """Serialise the record."""

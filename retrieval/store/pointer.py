@@ -280,7 +280,7 @@ def pointer_for(settings: Settings) -> FilePointer | AliasPointer:
     """The pointer for the configured store: a file on Milvus Lite, an alias on a server."""
     logical = settings.store.collection
     path = collections_dir(settings) / f"{logical}.json"
-    if is_lite_uri(settings.milvus_uri):
+    if is_lite_uri(settings.milvus_uri) or settings.store.lite_server:  # Lite has no aliases
         return FilePointer(path, logical)
     return AliasPointer(
         settings.milvus_uri, logical, path, token=settings.store.token, timeout_s=settings.store.timeout_s

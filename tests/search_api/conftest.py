@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,10 @@ def api_settings(settings: Settings, tmp_path: Path) -> Settings:
     return dataclasses.replace(settings, service=service, sparse=sparse)
 
 
-@pytest.fixture
-async def client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    app = create_app(api_settings, encoder=HashingEncoder())
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """A test client of an app over `settings`, once its engine is ready."""
+    app = create_app(settings, encoder=HashingEncoder())
     async with AsyncTestClient(app=app) as test_client:
         # The app runs on the test client's own loop; poll readiness as a real client would.
         for _ in range(600):
@@ -55,4 +57,10 @@ async def client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # t
                 break
             await asyncio.sleep(0.05)
         assert app.state.engine.phase == "ready", app.state.engine.error
+        yield test_client
+
+
+@pytest.fixture
+async def client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    async with serving(api_settings) as test_client:
         yield test_client

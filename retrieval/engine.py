@@ -59,6 +59,7 @@ def local_encoder(settings: Settings, model: BuiltModel) -> OnnxEncoder:
         max_length=model.max_length,
         intra_op_threads=settings.model.intra_op_threads,
         batch_window_ms=settings.model.batch_window_ms,
+        allow_spinning=settings.model.allow_spinning,
         max_batch=settings.model.max_batch,
     )
 

@@ -64,6 +64,7 @@ class ModelSettings:
     intra_op_threads: int = 2
     batch_window_ms: float = 1.0
     max_batch: int = 32
+    allow_spinning: bool = False
 
 
 @dataclass(frozen=True)

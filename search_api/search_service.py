@@ -1,8 +1,8 @@
 """One search request end to end: exact cache, one query encoding, semantic cache, retrieval, reply.
 
 The query vector is computed once and serves the semantic cache, the router and dense retrieval.
-A cached reply is the serialized response of the search that computed it; a hit only restamps
-`took_ms` and `cache`.
+A cached reply is the shared part of the response of the search that computed it, kept as JSON; a
+hit splices its own `took_ms`, `cache`, `query` and `timings_ms` onto it (`search_api.reply`).
 """
 
 from __future__ import annotations
@@ -13,21 +13,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import msgspec
-
 from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key, normalise_query
 from retrieval.encoders.protocol import Vectors
 from retrieval.fusion import FusedHit
 from retrieval.highlight import find_terms, mark
 from retrieval.pipeline import SearchMode, SearchOutcome, SearchPipeline
 from retrieval.store.filters import SearchFilter
+from search_api.reply import CachedReply, encode_shared, splice
 from search_api.schemas import (
-    CacheInfo,
     Explanation,
     Highlight,
     Hit,
     SearchRequest,
-    SearchResponse,
     SourceExplanation,
 )
 from search_api.telemetry import ServiceMetrics
@@ -35,7 +32,7 @@ from search_api.telemetry import ServiceMetrics
 logger = logging.getLogger(__name__)
 
 # Bump when the response layout changes, so cached replies of the old layout are never served.
-RESPONSE_SCHEMA = "1"
+RESPONSE_SCHEMA = "2"
 
 
 def _explain(hit: FusedHit, k: int, weights: Mapping[str, float]) -> Explanation:
@@ -109,27 +106,21 @@ class SearchService:
             if lookup.hit is not None:
                 self.metrics.searches.labels(tier).inc()
 
-    def _replay(self, lookup: CacheLookup, started: float, asked: str) -> SearchResponse | None:
-        if lookup.hit is None:
+    def _replay(self, lookup: CacheLookup, started: float, asked: str) -> bytes | None:
+        hit = lookup.hit
+        if hit is None:
             return None
-        try:
-            cached = msgspec.json.decode(lookup.hit.payload, type=SearchResponse)
-        except msgspec.DecodeError:
+        if not hit.payload.startswith(b'{"hits":'):
             logger.warning("dropping an unreadable cached reply")
             return None
         took = (time.perf_counter() - started) * 1000
-        return msgspec.structs.replace(
-            cached,
-            took_ms=round(took, 3),
-            cache=CacheInfo(hit=True, tier=lookup.hit.tier),
-            timings_ms={},
-            query=asked,
-        )
+        return splice(hit.payload, took_ms=took, query=asked, tier=hit.tier)
 
     async def search(
         self, pipeline: SearchPipeline, request: SearchRequest, query: str, where: SearchFilter
-    ) -> SearchResponse:
-        """Answer from the cache when allowed and possible, else search and remember the reply.
+    ) -> bytes:
+        """The JSON body of a `SearchResponse`: from the cache when allowed and possible, else
+        searched and remembered.
 
         The engine searches the query in the exact tier's normal form (width, case, spacing and
         trailing punctuation folded), so two requests that share an exact-tier entry would also
@@ -178,26 +169,26 @@ class SearchService:
         route = outcome.route
         weights = {**pipeline.fuser.weights, **(route.weights if route is not None else {})}
         timings = {"encode_ms": encode_ms, **outcome.timings_ms} if vector is not None else outcome.timings_ms
-        took = (time.perf_counter() - started) * 1000
-        response = SearchResponse(
-            hits=build_hits(outcome, outcome.query_terms, pipeline.fuser.k, weights),
-            took_ms=round(took, 3),
-            route=route.to_json() if route is not None else None,
-            cache=CacheInfo(),
-            degraded=degraded or outcome.degraded,
-            query=asked,
-            mode=request.mode,
-            top_k=request.top_k,
-            offset=request.offset,
-            timings_ms={k: round(v, 3) for k, v in timings.items()},
+        shared = encode_shared(
+            CachedReply(
+                hits=build_hits(outcome, outcome.query_terms, pipeline.fuser.k, weights),
+                route=route.to_json() if route is not None else None,
+                degraded=degraded or outcome.degraded,
+                mode=request.mode,
+                top_k=request.top_k,
+                offset=request.offset,
+            )
         )
+        took = (time.perf_counter() - started) * 1000
         if self.metrics is not None:
             self.metrics.observe_stages(timings)
-            self.metrics.searches.labels("degraded" if response.degraded else "computed").inc()
+            self.metrics.searches.labels("degraded" if degraded or outcome.degraded else "computed").inc()
         # A degraded answer (no dense half) must not be served later as if it were whole.
-        if cache is not None and not response.degraded and lookup is not None:
-            self._remember(cache, key, vector, entities, response, took, lookup.kb_version)
-        return response
+        if cache is not None and not degraded and not outcome.degraded and lookup is not None:
+            self._remember(cache, key, vector, entities, shared, took, lookup.kb_version)
+        return splice(
+            shared, took_ms=took, query=asked, timings_ms={k: round(v, 3) for k, v in timings.items()}
+        )
 
     def _remember(
         self,
@@ -205,11 +196,10 @@ class SearchService:
         key: CacheKey,
         vector: Vectors | None,
         entities: frozenset[str],
-        response: SearchResponse,
+        payload: bytes,
         cost_ms: float,
         kb_version: int,
     ) -> None:
-        payload = msgspec.json.encode(response)
         # Stored off the request path: the caller does not wait for Redis.
         task = asyncio.create_task(cache.put(key, vector, entities, payload, cost_ms, kb_version=kb_version))
         self._background.add(task)

@@ -41,11 +41,14 @@ class OnnxEncoder:
         intra_op_threads: int = 2,
         batch_window_ms: float = 1.0,
         max_batch: int = 32,
+        allow_spinning: bool = True,
     ):
         if max_batch < 1 or batch_window_ms < 0:
             raise ValueError("max_batch must be >= 1 and batch_window_ms >= 0")
         self._model_id = model_id
-        self._session = create_session(model_path, intra_op_threads=intra_op_threads)
+        self._session = create_session(
+            model_path, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+        )
         self._tokenizer = load_tokenizer(tokenizer_path, max_length)
         self._inputs = {i.name for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, MediaType, Response, post
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.store.filters import SearchFilter
@@ -50,7 +50,10 @@ class SearchController(Controller):
         summary="Search the knowledge base",
         responses=ERROR_RESPONSES,
     )
-    async def search(self, data: SearchRequest, engine: EngineState) -> SearchResponse:
+    async def search(self, data: SearchRequest, engine: EngineState) -> Response[SearchResponse]:
         """Fuse dense and BM25 retrieval with weighted RRF; each hit explains its rank."""
         query, where = _validate(data, engine)
-        return await engine.service.search(engine.require(), data, query, where)
+        # The body is already JSON (a cache hit is spliced, never re-encoded); the annotation
+        # still documents it as a SearchResponse.
+        body = await engine.service.search(engine.require(), data, query, where)
+        return Response(content=body, media_type=MediaType.JSON)  # type: ignore[arg-type]

@@ -154,6 +154,11 @@ def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
     else:
         logger.exception("unhandled error on %s", request.url.path)
         status, code, message, field = HTTP_500_INTERNAL_SERVER_ERROR, "internal", "internal error", None
+    # Litestar's own exceptions may carry headers the client needs (RateLimit-*, Allow).
+    headers = exc.headers if isinstance(exc, HTTPException) else None
     return Response(
-        content=_body(request, code, message, field), status_code=status, media_type=MediaType.JSON
+        content=_body(request, code, message, field),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
     )

@@ -133,6 +133,11 @@ class ServiceMetrics:
 
             try:
                 await app(scope, receive, send_and_note)
+            except Exception as exc:
+                # Raised by an inner middleware (the rate limiter): the app's handler turns it into
+                # a response outside this one, with the exception's status.
+                status = int(getattr(exc, "status_code", getattr(exc, "status", 500)))
+                raise
             finally:
                 elapsed = time.perf_counter() - started
                 # The template (/v1/documents/{doc_id:str}), not the path: label values stay few.

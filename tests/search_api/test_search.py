@@ -115,3 +115,18 @@ async def test_unknown_route_and_method(client: AsyncTestClient) -> None:  # typ
     assert (await client.get("/v1/nothing")).json()["code"] == "not_found"
     response = await client.get("/v1/search")
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.integration
+async def test_operators_inside_a_filter_value_match_nothing_rather_than_everything(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    def body(region: str) -> dict[str, Any]:
+        return {"query": "玄霜城 北境", "filters": {"metadata": {"region": region}}, "cache": False}
+
+    honest = await client.post("/v1/search", json=body("北境"))
+    assert [h["doc_id"] for h in honest.json()["hits"]] == ["loc-1"]
+    for attack in ("北境) or (1==1", "x || true", "北境' or '1'='1"):
+        reply = await client.post("/v1/search", json=body(attack))
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["hits"] == [], attack

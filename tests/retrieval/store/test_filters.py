@@ -36,8 +36,27 @@ def test_expression_from_valid_parts() -> None:
         (None, None, {"rank": float("nan")}),
         ("x" * 100, None, None),
         ([f"k{i}" for i in range(500)], None, None),
+        (None, ["a" * 200], None),
+        (None, None, {"k" * 100: 1}),
+        (None, None, {"realm or 1": 1}),
+        (None, None, {"realm": "line\nbreak"}),
+        (None, None, {f"k{i}": i for i in range(17)}),
+        (None, None, {"rank": 2**70}),
+        ("ITEM", None, None),
     ],
 )
 def test_injection_attempts_are_refused(kinds: object, doc_ids: object, metadata: object) -> None:
     with pytest.raises(InvalidFilter):
         SearchFilter.build(kinds, doc_ids, metadata)  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "value",
+    ["a) or (1==1", "x || true", "1 == 1 or kind != x", "金丹 and not false", "a' or '1'='1", "[1] in [1]"],
+)
+def test_operators_inside_a_value_stay_inside_one_string_literal(value: str) -> None:
+    # Without quotes, backslashes or control characters a value cannot close its literal, so
+    # whatever operators it spells are text compared for equality, never parsed as expression.
+    expression = SearchFilter.build(metadata={"realm": value}).expression()
+    assert expression == f'metadata["realm"] == "{value}"'

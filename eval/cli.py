@@ -181,6 +181,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         warmup=args.warmup,
         max_error_rate=args.max_error_rate,
+        rss_source=args.rss,
+        max_rss_growth=args.max_rss_growth,
     )
 
     async def go() -> int:
@@ -311,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--top-k", type=_positive_int, default=10)
     latency.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
     latency.add_argument("--warmup", type=int, default=0, help="untimed requests before measuring")
+    latency.add_argument(
+        "--rss",
+        default=None,
+        metavar="metrics|pid:N",
+        help="record the server's resident memory at start, every second and at the end: from its "
+        "/metrics (process_resident_memory_bytes) or from /proc/N/status",
+    )
+    latency.add_argument(
+        "--max-rss-growth", type=float, default=0.10, help="fail when RSS grew more (fraction; 0.10)"
+    )
     latency.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for /v1/ready")
     latency.add_argument("--max-error-rate", type=float, default=0.01)
     latency.add_argument("--out", default=None, help="folder for latency.json and latency_raw.json")

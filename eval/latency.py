@@ -4,7 +4,9 @@
 time limit or the request count is reached, whichever comes first; both always apply, and a hard
 deadline cancels whatever is still in flight. Only loopback addresses are accepted as targets.
 Latency is measured by the client (what a caller waits), split by whether the answer came from
-the cache (`cache.hit` in the response).
+the cache (`cache.hit` in the response). With `rss_source` the server's resident memory is read
+at the start, every second, and at the end (from `/metrics` or `/proc/<pid>/status`), and a run
+whose memory grew more than `max_rss_growth` fails.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MAX_REQUESTS = 1_000_000
 """Ceiling on a run given only a duration."""
 LATENCY_FILE = "latency.json"
 RAW_FILE = "latency_raw.json"
+RSS_INTERVAL_S = 1.0
+_RSS_METRIC = "process_resident_memory_bytes"
 
 CacheMode = Literal["on", "off", "mixed"]
 SearchModeName = Literal["hybrid", "dense", "sparse"]
@@ -102,9 +106,21 @@ class LatencyConfig:
     timeout_s: float = 10.0
     warmup: int = 0
     max_error_rate: float = 0.01
+    rss_source: str | None = None
+    """Where to read the server's resident memory: None (not read), "metrics" (GET /metrics,
+    `process_resident_memory_bytes`) or "pid:<n>" (/proc/<n>/status, this machine only)."""
+    max_rss_growth: float = 0.10
+    """Largest accepted growth of the server's RSS from start to end, as a fraction."""
 
     def __post_init__(self) -> None:
         require_loopback(self.url)
+        if self.rss_source is not None and not (
+            self.rss_source == "metrics"
+            or (self.rss_source.startswith("pid:") and self.rss_source[4:].isdigit())
+        ):
+            raise ValueError("rss source must be 'metrics' or 'pid:<number>'")
+        if self.max_rss_growth < 0:
+            raise ValueError("max_rss_growth must not be negative")
         if self.duration_s is None and self.requests is None:
             raise ValueError("give a duration, a request count, or both")
         if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
@@ -166,10 +182,16 @@ class LatencyResult:
     wall_s: float
     stopped_by: str
     started_at: str
+    rss_bytes: list[int] = field(default_factory=list)
+    """The server's RSS, read at the start, every `RSS_INTERVAL_S` and at the end (empty: not read)."""
     summary: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.summary = summarise(self.samples, self.wall_s, self.config.budget, self.config.max_error_rate)
+        if self.rss_bytes:
+            rss = rss_summary(self.rss_bytes, self.config.max_rss_growth)
+            self.summary["server_rss"] = rss
+            self.summary["passed"] = self.summary["passed"] and rss["within_limit"]
 
     @property
     def passed(self) -> bool:
@@ -205,11 +227,50 @@ class LatencyResult:
             )
         table = markdown_table(["answers", "count", "P50 ms", "P95 ms", "P99 ms"], rows)
         verdict = "PASS" if self.passed else "FAIL"
+        memory = ""
+        if (rss := self.summary.get("server_rss")) is not None:
+            mib = 1024 * 1024
+            memory = (
+                f"server RSS start {rss['start'] / mib:.1f} MiB, end {rss['end'] / mib:.1f} MiB, "
+                f"max {rss['max'] / mib:.1f} MiB ({rss['growth']:+.1%}; limit {rss['limit']:+.0%})\n"
+            )
         return (
             f"{table}\nQPS {self.summary['qps']:.1f}, error rate {self.summary['error_rate']:.2%} "
             f"({self.summary['errors']} of {self.summary['requests']}), "
-            f"P95 budget {self.config.budget:.0f} ms: {verdict}\n"
+            f"P95 budget {self.config.budget:.0f} ms: {verdict}\n{memory}"
         )
+
+
+def rss_summary(readings: Sequence[int], max_growth: float) -> dict[str, Any]:
+    """Start, end and peak RSS in bytes, growth from start to end, and whether it is within limit."""
+    start, end = readings[0], readings[-1]
+    growth = (end - start) / start if start else 0.0
+    return {
+        "start": start,
+        "end": end,
+        "max": max(readings),
+        "readings": len(readings),
+        "growth": growth,
+        "limit": max_growth,
+        "within_limit": growth <= max_growth,
+    }
+
+
+async def read_rss(client: httpx.AsyncClient, source: str) -> int:
+    """The server's resident memory in bytes, from `/metrics` or from `/proc/<pid>/status`."""
+    if source.startswith("pid:"):
+        proc = Path(f"/proc/{int(source[4:])}/status")
+        status = await asyncio.to_thread(proc.read_text, encoding="ascii")
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+        raise RuntimeError(f"no VmRSS in /proc/{source[4:]}/status")
+    response = await client.get("/metrics")
+    response.raise_for_status()
+    for line in response.text.splitlines():
+        if line.startswith(_RSS_METRIC + " "):
+            return int(float(line.split()[1]))
+    raise RuntimeError(f"{_RSS_METRIC} is not on {client.base_url}/metrics")
 
 
 def summarise(
@@ -314,9 +375,17 @@ async def run_latency(
         for i in range(config.warmup):
             await _one(client, config, i)
 
+        source = config.rss_source
+        rss = [await read_rss(client, source)] if source else []
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.perf_counter()
         deadline = started + config.time_limit_s
+
+        async def watch_memory() -> None:
+            assert source is not None  # only started with a source
+            while True:
+                await asyncio.sleep(RSS_INTERVAL_S)
+                rss.append(await read_rss(client, source))
 
         async def worker() -> None:
             nonlocal counter, stopped_by
@@ -330,6 +399,7 @@ async def run_latency(
                 counter += 1
                 samples.append(await _one(client, config, index))
 
+        watcher = asyncio.create_task(watch_memory()) if source else None
         tasks = [asyncio.create_task(worker()) for _ in range(config.concurrency)]
         # Hard stop: requests in flight at the deadline get one timeout's grace, then are cancelled.
         _, pending = await asyncio.wait(tasks, timeout=config.time_limit_s + config.timeout_s + 1.0)
@@ -339,7 +409,11 @@ async def run_latency(
             stopped_by = "hard deadline"
             await asyncio.gather(*pending, return_exceptions=True)
         wall = time.perf_counter() - started
-    return LatencyResult(config, samples, wall, stopped_by, started_at)
+        if watcher is not None and source is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            rss.append(await read_rss(client, source))
+    return LatencyResult(config, samples, wall, stopped_by, started_at, rss)
 
 
 def write_latency(result: LatencyResult, out: Path) -> list[Path]:

@@ -125,6 +125,51 @@ async def test_duration_is_a_hard_bound(tmp_path: Path) -> None:
     assert json.loads(paths[0].read_text())["config"]["queries"] == 1
 
 
+def _growing_server(start_mib: int, step_mib: int) -> httpx.MockTransport:
+    """A server whose /metrics reports RSS growing by `step_mib` at every read."""
+    reads = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal reads
+        if request.url.path == "/metrics":
+            rss = (start_mib + step_mib * reads) * 1024 * 1024
+            reads += 1
+            return httpx.Response(
+                200,
+                text=f"# TYPE process_resident_memory_bytes gauge\n"
+                f"process_resident_memory_bytes {float(rss)}\n",
+            )
+        await asyncio.sleep(0.01)
+        return httpx.Response(200, json={"hits": [], "took_ms": 1.0, "cache": {"hit": False}})
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("step_mib", "passed"), [(0, True), (5, True), (50, False)])
+async def test_server_memory_is_recorded_and_judged(step_mib: int, passed: bool) -> None:
+    config = LatencyConfig(url=URL, concurrency=2, queries=("甲",), duration_s=1.5, rss_source="metrics")
+    result = await run_latency(config, transport=_growing_server(100, step_mib))
+    rss = result.summary["server_rss"]
+    assert rss["start"] == 100 * 1024 * 1024
+    assert rss["readings"] >= 3  # start, at least one during the run, end
+    assert rss["end"] == rss["max"] == (100 + step_mib * (rss["readings"] - 1)) * 1024 * 1024
+    assert result.passed is passed and rss["within_limit"] is passed
+    assert "server RSS start 100.0 MiB" in result.markdown()
+
+
+@pytest.mark.unit
+async def test_server_memory_from_proc_of_a_pid() -> None:
+    transport, _ = _mock()
+    config = LatencyConfig(
+        url=URL, concurrency=1, queries=("甲",), requests=3, rss_source=f"pid:{os.getpid()}"
+    )
+    result = await run_latency(config, transport=transport)
+    assert result.summary["server_rss"]["start"] > 1024 * 1024
+    with pytest.raises(ValueError, match="rss source"):
+        LatencyConfig(url=URL, concurrency=1, queries=("甲",), requests=3, rss_source="pid:abc")
+
+
 @pytest.mark.unit
 def test_query_files_jsonl_and_plain(tmp_path: Path) -> None:
     (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "沈青崖是谁"}\n\n{"query": "玄霜城"}\n')
@@ -172,7 +217,8 @@ def live_api(
     else:
         seed_model(data, request.getfixturevalue("built_model"))
     paragraphs = json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"][:12]
-    docs, queries = [], []
+    docs: list[dict[str, str]] = []
+    queries: list[dict[str, str]] = []
     for article in paragraphs:
         for p in article["paragraphs"]:
             docs.append({"id": p["id"], "title": article["title"], "kind": "lore", "text": p["context"]})
@@ -273,9 +319,12 @@ def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_path: 
         "mixed",
         "--out",
         str(out),
+        "--rss",
+        "metrics",
     ]
     assert main(args) == 0
     written = json.loads((out / "latency.json").read_text())
+    assert written["server_rss"]["start"] > 10 * 1024 * 1024 and written["server_rss"]["readings"] >= 2
     assert (
         written["requests"] == 20 and written["config"]["mode"] == "dense" and written["budget_ms"] == 400.0
     )

@@ -1,9 +1,11 @@
-"""Latency of routing one query: `Router.route(vector)` with a 200-class head on 512-d vectors.
+"""Latency of routing one query: `Router.route(vector, text)` with a 200-class head on 512-d vectors.
 
 The router runs once per search on the vector the encoder already produced, so its cost adds to
 every query. Budget: at most 1 ms at P95. Measured here with synthetic heads (random weights:
 latency does not depend on what the weights say), FP32 and INT8, linear and with KB anchor
-features, plus the trained head in data/intents when it exists::
+features, with and without the query text features (KB entity kinds and hashed n-grams of the
+judged queries' texts, with the real KB name table), plus the trained head in data/intents when
+it exists::
 
     uv run python -m eval.bench_router [--classes 200] [--dim 512] [--calls 20000] [--runs 5]
 
@@ -23,14 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.documents import read_jsonl
 from retrieval.routing.classifier import DenseLayer, IntentClassifier, KindAnchors
+from retrieval.routing.dataset import kb_names, read_texts
+from retrieval.routing.features import QueryFeatures
 from retrieval.routing.router import Router, load_router, parse_routing_table
 from retrieval.settings import PROJECT_ROOT
 
 KB_KINDS = ("character", "location", "faction", "item", "technique", "event", "lore", "chapter")
 
 
-def synthetic_router(classes: int, dim: int, anchors: int, precision: str, seed: int = 0) -> Router:
+def synthetic_router(
+    classes: int,
+    dim: int,
+    anchors: int,
+    precision: str,
+    seed: int = 0,
+    features: QueryFeatures | None = None,
+) -> Router:
     """A router over a random head with `classes` intents, each with a kind boost and weights."""
     rng = np.random.default_rng(seed)
     labels = [f"intent_{i:03d}" for i in range(classes)]
@@ -41,11 +53,13 @@ def synthetic_router(classes: int, dim: int, anchors: int, precision: str, seed:
         names /= np.linalg.norm(names, axis=1, keepdims=True)
         kb_anchors = KindAnchors.build(names, [KB_KINDS[i % len(KB_KINDS)] for i in range(anchors)])
         in_dim = dim + len(kb_anchors.kinds)
+    if features is not None:
+        in_dim += features.dim
     layer = DenseLayer(
         (rng.normal(size=(classes, in_dim)) / np.sqrt(in_dim)).astype(np.float32),
         rng.normal(size=classes).astype(np.float32),
     )
-    head = IntentClassifier([layer], labels, "bench", anchors=kb_anchors)
+    head = IntentClassifier([layer], labels, "bench", anchors=kb_anchors, features=features)
     if precision == "int8":
         head = head.quantized()
     table = parse_routing_table(
@@ -64,17 +78,20 @@ def synthetic_router(classes: int, dim: int, anchors: int, precision: str, seed:
     return Router(table, head)
 
 
-def time_calls(call: Callable[[np.ndarray], object], vectors: np.ndarray) -> np.ndarray:
+def time_calls(
+    call: Callable[[np.ndarray, str], object], vectors: np.ndarray, texts: Sequence[str]
+) -> np.ndarray:
     """Wall time of each call in microseconds (GC off while timing, as it would only add noise)."""
     out = np.empty(len(vectors))
-    for v in vectors[:200]:  # warm-up: first calls pay for caches and allocations
-        call(v)
+    for i, v in enumerate(vectors[:200]):  # warm-up: first calls pay for caches and allocations
+        call(v, texts[i % len(texts)])
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for i, v in enumerate(vectors):
+            text = texts[i % len(texts)]
             t0 = time.perf_counter_ns()
-            call(v)
+            call(v, text)
             out[i] = (time.perf_counter_ns() - t0) / 1000
     finally:
         if gc_was_enabled:
@@ -89,12 +106,14 @@ def queries(count: int, dim: int, seed: int) -> np.ndarray:
     return normalised
 
 
-def bench(name: str, router: Router, dim: int, calls: int, runs: int) -> dict[str, float]:
+def bench(
+    name: str, router: Router, dim: int, calls: int, runs: int, texts: Sequence[str]
+) -> dict[str, float]:
     """Print and return pooled median/P95/P99 (µs) over `runs` runs of `calls` route() calls."""
     samples = []
     per_run = []
     for run in range(runs):
-        t = time_calls(lambda v: router.route(v), queries(calls, dim, seed=100 + run))
+        t = time_calls(lambda v, text: router.route(v, text), queries(calls, dim, seed=100 + run), texts)
         samples.append(t)
         per_run.append(float(np.percentile(t, 95)))
     pooled = np.concatenate(samples)
@@ -122,23 +141,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--budget-us", type=float, default=1000.0)
+    parser.add_argument(
+        "--buckets", type=int, default=1024, help="hashed n-gram buckets of the text features"
+    )
     args = parser.parse_args(argv)
     if min(args.classes, args.dim, args.calls, args.runs) < 1 or args.anchors < 0:
         print("bench_router: sizes must be positive", file=sys.stderr)
         return 2
 
+    # Real query texts and the real KB name table: the text features' cost depends on both.
+    texts = read_texts(PROJECT_ROOT / "fixtures" / "queries.jsonl")
+    names, kinds = kb_names(list(read_jsonl(PROJECT_ROOT / "fixtures" / "kb.jsonl")))
+    features = QueryFeatures.from_names(names, kinds, buckets=args.buckets)
     print(
-        f"Router.route(vector): {args.classes} intents, {args.dim}-d vectors, "
-        f"{args.runs} x {args.calls} calls"
+        f"Router.route(vector, text): {args.classes} intents, {args.dim}-d vectors, "
+        f"{args.runs} x {args.calls} calls, {len(texts)} query texts cycled"
     )
     results: dict[str, dict[str, float]] = {}
     for anchors in (0, args.anchors):
-        for precision in ("fp32", "int8"):
-            label = f"synthetic {args.classes} classes {precision}" + (
-                f" + {anchors} anchors" if anchors else ""
-            )
-            router = synthetic_router(args.classes, args.dim, anchors, precision)
-            results[label] = bench(label, router, args.dim, args.calls, args.runs)
+        for text_features in (None, features):
+            for precision in ("fp32", "int8"):
+                label = f"synthetic {args.classes} classes {precision}" + (
+                    f" + {anchors} anchors" if anchors else ""
+                )
+                if text_features is not None:
+                    label += f" + text ({text_features.dim})"
+                router = synthetic_router(args.classes, args.dim, anchors, precision, features=text_features)
+                results[label] = bench(label, router, args.dim, args.calls, args.runs, texts)
 
     trained = PROJECT_ROOT / "data" / "intents"
     if (trained / "meta.json").exists():
@@ -152,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if router.classifier is not None:
                 label = f"trained head ({len(router.classifier.labels)} intents) {precision}"
-                results[label] = bench(label, router, router.classifier.dim, args.calls, args.runs)
+                results[label] = bench(label, router, router.classifier.dim, args.calls, args.runs, texts)
     else:
         print(f"(no trained head in {Path(trained).relative_to(PROJECT_ROOT)}; skipped)")
 

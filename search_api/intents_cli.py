@@ -63,7 +63,18 @@ def add_intents_commands(subparsers: Any) -> None:
     train.add_argument("--frames", type=int, default=3, help="utterances per KB question frame (0: none)")
     train.add_argument("--quotes", type=int, default=100, help="verbatim KB spans added as quotes")
     train.add_argument("--kb", help="knowledge base JSON Lines (default: the configured fixtures file)")
-    train.add_argument("--no-anchors", action="store_true", help="a head on the embedding alone")
+    train.add_argument(
+        "--no-anchors", action="store_true", help="no KB anchor (max-cosine per kind) features"
+    )
+    train.add_argument(
+        "--ngram-buckets",
+        type=int,
+        default=1024,
+        help="hashed character n-gram buckets of the query text (0: no n-gram features)",
+    )
+    train.add_argument(
+        "--no-entity-kinds", action="store_true", help="no counts of the KB kinds named in the query text"
+    )
     train.add_argument(
         "--holdout",
         action="append",
@@ -105,7 +116,7 @@ def _kb_path(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _predictions_report(
-    classifier: Any, vectors: np.ndarray, truth: Sequence[str], source: str
+    classifier: Any, vectors: np.ndarray, texts: Sequence[str], truth: Sequence[str], source: str
 ) -> tuple[Any, dict[str, Any]]:
     """fp32 report plus the INT8 head's macro-F1 and agreement, labels outside the model counted as misses."""
     from retrieval.routing.report import ClassificationReport, macro_f1
@@ -114,8 +125,8 @@ def _predictions_report(
     unknown = sorted({t for t in truth if t not in labels})
     all_labels = labels + unknown  # a label the model never learned still counts against it
     y = np.array([all_labels.index(t) for t in truth], dtype=np.int64)
-    fp32, _ = classifier.predict(vectors)
-    int8, _ = classifier.quantized().predict(vectors)
+    fp32, _ = classifier.predict(vectors, texts)
+    int8, _ = classifier.quantized().predict(vectors, texts)
     extra: dict[str, Any] = {
         "int8_macro_f1": round(macro_f1(y, int8, len(all_labels)), 4),
         "int8_argmax_agreement": round(float((fp32 == int8).mean()), 4),
@@ -167,6 +178,7 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         read_labelled,
         read_texts,
     )
+    from retrieval.routing.features import QueryFeatures
 
     started = time.perf_counter()
     try:
@@ -183,8 +195,8 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
             patience=args.patience,
             seed=args.seed,
         )
-        if args.augment < 0 or args.frames < 0 or args.quotes < 0 or args.members < 1:
-            raise ValueError("--augment, --frames and --quotes must be >= 0 and --members >= 1")
+        if min(args.augment, args.frames, args.quotes, args.ngram_buckets) < 0 or args.members < 1:
+            raise ValueError("--augment, --frames, --quotes and --ngram-buckets must be >= 0, --members >= 1")
         if args.members > 1 and args.hidden:
             raise ValueError("--members > 1 averages linear heads; use --hidden 0 or --members 1")
         rows = [row for path in args.data for row in read_labelled(Path(path))]
@@ -209,7 +221,8 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
                 variants.append(text)
                 variant_of.append(i)
     kb = _kb_path(args, settings)
-    documents = list(read_jsonl(kb)) if (args.frames or args.quotes or not args.no_anchors) else []
+    uses_kb = args.frames or args.quotes or not args.no_anchors or not args.no_entity_kinds
+    documents = list(read_jsonl(kb)) if uses_kb else []
     # Generated utterances must not mirror held-out queries (the test file, the judged queries).
     generated = frame_utterances(documents, per_frame=args.frames, exclude=holdout, seed=args.seed)
     if args.quotes:
@@ -231,6 +244,13 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         names, kinds = kb_names(documents)
         anchors = KindAnchors.build(encoder.encode_sync(names), kinds)
     embed_s = time.perf_counter() - t0
+    # Text features: KB kinds of the names in the query (when a KB is read) and cue n-grams.
+    features = None
+    if documents and not args.no_entity_kinds:
+        names, kinds = kb_names(documents)
+        features = QueryFeatures.from_names(names, kinds, buckets=args.ngram_buckets)
+    elif args.ngram_buckets:
+        features = QueryFeatures({}, args.ngram_buckets)
 
     result = train_ensemble(
         x_rows,
@@ -245,6 +265,10 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         x_extra=x_generated,
         y_extra=np.array([index[g.label] for g in generated], dtype=np.int64),
         anchors=anchors,
+        features=features,
+        texts_labelled=[r.text for r in rows],
+        texts_variants=variants,
+        texts_extra=[g.text for g in generated],
     )
     classifier = result.classifier
     member_f1 = [m.best_val_macro_f1 for m in result.members]
@@ -257,7 +281,11 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
     if eval_rows:
         eval_vectors = encoder.encode_sync([r.text for r in eval_rows])
         report, extra = _predictions_report(
-            classifier, eval_vectors, [r.label for r in eval_rows], args.eval_data
+            classifier,
+            eval_vectors,
+            [r.text for r in eval_rows],
+            [r.label for r in eval_rows],
+            args.eval_data,
         )
         source = str(args.eval_data)
     else:
@@ -266,7 +294,11 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         val = result.validation_splits[0]
         source = "validation split of member 0 (member 0 alone)"
         report, extra = _predictions_report(
-            result.members[0].classifier, x_rows[val], [rows[i].label for i in val], source
+            result.members[0].classifier,
+            x_rows[val],
+            [rows[i].text for i in val],
+            [rows[i].label for i in val],
+            source,
         )
 
     out = Path(args.out)
@@ -284,6 +316,8 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         "frames": args.frames,
         "quotes": args.quotes,
         "anchors": anchors is not None,
+        "ngram_buckets": args.ngram_buckets,
+        "entity_kinds": features is not None and bool(features.kinds),
         "samples": {
             "labelled": len(rows),
             "eda_variants": len(variants),
@@ -336,7 +370,7 @@ def cmd_intents_predict(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intents predict: {exc}", file=sys.stderr)
         return 2
     vectors = encoder.encode_sync(texts)
-    index, confidence = classifier.predict(vectors) if texts else (np.zeros(0, np.int64), np.zeros(0))
+    index, confidence = classifier.predict(vectors, texts) if texts else (np.zeros(0, np.int64), np.zeros(0))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
@@ -361,7 +395,9 @@ def cmd_intents_eval(args: argparse.Namespace, settings: Settings) -> int:
         print("intents eval: no labelled lines", file=sys.stderr)
         return 2
     vectors = encoder.encode_sync([r.text for r in rows])
-    report, _ = _predictions_report(classifier, vectors, [r.label for r in rows], str(args.data))
+    report, _ = _predictions_report(
+        classifier, vectors, [r.text for r in rows], [r.label for r in rows], str(args.data)
+    )
     title = f"Intent classification ({args.data}, {classifier.precision} head)"
     print(report.to_markdown(title))
     if args.out:

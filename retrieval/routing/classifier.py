@@ -23,6 +23,12 @@ between the query vector and the embeddings of that kind's titles and aliases (o
 (names x dim) matmul on the same vector; no text, no second encoder pass). A general embedding
 cannot tell that "栖梧琴" is an item of this world; the nearest KB names can.
 
+And optionally **query text features** (`retrieval.routing.features.QueryFeatures`): the KB kinds
+of the names the query text contains and hashed character n-grams of its wording around them.
+They come from the query string alone (no encoder pass), so `logits`/`classify` then need the
+texts along with the vectors. These sparse 0/1 columns are not standardised (see
+`train_classifier`).
+
 Inputs are standardised per dimension during training (embeddings of one model crowd into a narrow
 cone, so raw coordinates differ little between classes); the standardisation is folded into the
 first layer when the classifier is built, so inference is a plain matmul. Inference can run with
@@ -44,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.routing.features import QueryFeatures
 from retrieval.routing.report import macro_f1
 
 FloatArray = npt.NDArray[np.floating[Any]]
@@ -53,6 +60,7 @@ Precision = Literal["fp32", "int8"]
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "head.npz"
 LABELS_FILE = "labels.json"
+FEATURES_FILE = "features.json"
 META_FILE = "meta.json"
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt", "effective")
 
@@ -319,6 +327,7 @@ class IntentClassifier:
         model_id: str,
         meta: Mapping[str, Any] | None = None,
         anchors: KindAnchors | None = None,
+        features: QueryFeatures | None = None,
     ):
         if not layers:
             raise ValueError("a classifier needs at least one layer")
@@ -329,11 +338,18 @@ class IntentClassifier:
         for first, second in itertools.pairwise(layers):
             if first.weight.shape[0] != second.weight.shape[1]:
                 raise ValueError("layer shapes do not chain")
-        expected_in = (anchors.dim + len(anchors.kinds)) if anchors is not None else None
+        extra = features.dim if features is not None else 0
+        expected_in = (anchors.dim + len(anchors.kinds) + extra) if anchors is not None else None
         if expected_in is not None and layers[0].weight.shape[1] != expected_in:
-            raise ValueError("first layer does not take the embedding plus one feature per anchor kind")
+            raise ValueError(
+                "first layer does not take the embedding plus one feature per anchor kind "
+                "plus the query text features"
+            )
+        if layers[0].weight.shape[1] <= extra:
+            raise ValueError("first layer is too narrow for the query text features")
         self.layers = tuple(layers)
         self.anchors = anchors
+        self.features = features
         self.labels = tuple(labels)
         self.model_id = model_id
         self.meta: dict[str, Any] = dict(meta or {})
@@ -344,7 +360,13 @@ class IntentClassifier:
         """Input (embedding) dimension."""
         if self.anchors is not None:
             return self.anchors.dim
-        return int(self.layers[0].weight.shape[1])
+        extra = self.features.dim if self.features is not None else 0
+        return int(self.layers[0].weight.shape[1]) - extra
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether `logits` needs the query texts as well as their vectors."""
+        return self.features is not None
 
     @property
     def precision(self) -> Precision:
@@ -355,34 +377,45 @@ class IntentClassifier:
         """Class index of a label; KeyError when unknown."""
         return self._index[label]
 
-    def logits(self, vectors: FloatArray) -> npt.NDArray[np.float32]:
-        """Raw scores, (n, classes), for (n, dim) or (dim,) input."""
+    def logits(self, vectors: FloatArray, texts: Sequence[str] | None = None) -> npt.NDArray[np.float32]:
+        """Raw scores, (n, classes), for (n, dim) or (dim,) input and, if `needs_text`, the n texts."""
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected vectors of dimension {self.dim}, got shape {np.shape(vectors)}")
+        parts = [x]
         if self.anchors is not None:
-            x = np.concatenate([x, self.anchors(x)], axis=1)
+            parts.append(self.anchors(x))
+        if self.features is not None:
+            if texts is None or len(texts) != x.shape[0]:
+                raise ValueError("this head reads the query text too: pass one text per vector")
+            parts.append(self.features(texts))
+        if len(parts) > 1:
+            x = np.concatenate(parts, axis=1)
         for layer in self.layers[:-1]:
             x = np.maximum(layer(x), 0.0)
         return self.layers[-1](x)
 
-    def predict_proba(self, vectors: FloatArray) -> npt.NDArray[np.float32]:
+    def predict_proba(
+        self, vectors: FloatArray, texts: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Softmax probabilities, (n, classes)."""
-        z = self.logits(vectors)
+        z = self.logits(vectors, texts)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
-    def predict(self, vectors: FloatArray) -> tuple[IntArray, npt.NDArray[np.float32]]:
+    def predict(
+        self, vectors: FloatArray, texts: Sequence[str] | None = None
+    ) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """Class index and its probability for every row."""
-        p = self.predict_proba(vectors)
+        p = self.predict_proba(vectors, texts)
         idx = p.argmax(axis=1)
         return idx.astype(np.int64), p[np.arange(len(idx)), idx]
 
-    def classify(self, vector: FloatArray) -> IntentPrediction:
-        """The top intent of one query vector (the router's per-request call)."""
-        z = self.logits(vector)[0]
+    def classify(self, vector: FloatArray, text: str | None = None) -> IntentPrediction:
+        """The top intent of one query vector and its text (the router's per-request call)."""
+        z = self.logits(vector, None if text is None else [text])[0]
         i = int(z.argmax())
         confidence = float(1.0 / np.exp(z - z[i]).sum())
         return IntentPrediction(self.labels[i], i, confidence)
@@ -395,6 +428,7 @@ class IntentClassifier:
             self.model_id,
             self.meta,
             self.anchors.quantized() if self.anchors is not None else None,
+            self.features,
         )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -414,6 +448,12 @@ class IntentClassifier:
         (directory / LABELS_FILE).write_text(
             json.dumps({"labels": list(self.labels)}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
+        if self.features is not None:
+            (directory / FEATURES_FILE).write_text(
+                json.dumps(self.features.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+            )
+        else:
+            (directory / FEATURES_FILE).unlink(missing_ok=True)  # a stale table from an older head
         full = {
             **self.meta,
             **(meta or {}),
@@ -423,6 +463,7 @@ class IntentClassifier:
             "classes": len(self.labels),
             "layers": len(self.layers),
             "anchor_kinds": list(self.anchors.kinds) if self.anchors is not None else [],
+            "query_features": self.features.dim if self.features is not None else 0,
         }
         (directory / META_FILE).write_text(
             json.dumps(full, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -469,7 +510,21 @@ class IntentClassifier:
                     np.asarray(data["anchor_starts"], dtype=np.int64),
                     tuple(anchor_kinds),
                 )
-        classifier = cls(layers, [str(label) for label in labels], str(trained_on), meta, anchors)
+        features = None
+        if meta.get("query_features"):
+            try:
+                record = json.loads((directory / FEATURES_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(
+                    f"{directory}: meta.json lists query features but {FEATURES_FILE} is unreadable ({exc})"
+                ) from exc
+            features = QueryFeatures.from_json(record)
+            if features.dim != meta["query_features"]:
+                raise ValueError(
+                    f"{directory}: {FEATURES_FILE} gives {features.dim} features, "
+                    f"meta.json {meta['query_features']}"
+                )
+        classifier = cls(layers, [str(label) for label in labels], str(trained_on), meta, anchors, features)
         if classifier.dim != meta.get("dim"):
             raise ModelMismatch(f"{directory}: weights are {classifier.dim}-d, meta says {meta.get('dim')}")
         return classifier.quantized() if precision == "int8" else classifier
@@ -574,6 +629,7 @@ def _build_classifier(
     labels: Sequence[str],
     model_id: str,
     anchors: KindAnchors | None = None,
+    features: QueryFeatures | None = None,
 ) -> IntentClassifier:
     # Fold standardisation into layer 0: ((x - m) / s) @ W + b == x @ (W / s) + (b - (m / s) @ W).
     w0 = params.weights[0] / std[:, None]
@@ -584,7 +640,7 @@ def _build_classifier(
         DenseLayer(np.ascontiguousarray(w.T, dtype=np.float32), np.asarray(b, dtype=np.float32))
         for w, b in zip(weights, biases, strict=True)
     ]
-    return IntentClassifier(layers, labels, model_id, anchors=anchors)
+    return IntentClassifier(layers, labels, model_id, anchors=anchors, features=features)
 
 
 def train_classifier(
@@ -597,10 +653,15 @@ def train_classifier(
     x_val: FloatArray | None = None,
     y_val: IntArray | Sequence[int] | None = None,
     anchors: KindAnchors | None = None,
+    features: QueryFeatures | None = None,
+    q_train: FloatArray | None = None,
+    q_val: FloatArray | None = None,
 ) -> TrainResult:
     """Train a head on embeddings; with a validation set, keep the epoch of best macro-F1.
 
     With `anchors`, the head's input is the embedding plus one max-cosine feature per KB kind.
+    With `features`, also the query text features: `q_train` (and `q_val`) are
+    ``features(texts)`` of the training (validation) rows, computed once by the caller.
     """
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -628,10 +689,27 @@ def train_classifier(
         x = np.concatenate([x, anchors(x.astype(np.float32)).astype(np.float64)], axis=1)
         if has_val:
             xv = np.concatenate([xv, anchors(xv.astype(np.float32)).astype(np.float64)], axis=1)
+    raw_columns = 0
+    if features is not None:
+        if q_train is None or np.shape(q_train) != (x.shape[0], features.dim):
+            raise ValueError(f"q_train must be (n, {features.dim}): features(texts) of the training rows")
+        x = np.concatenate([x, np.asarray(q_train, dtype=np.float64)], axis=1)
+        if has_val:
+            if q_val is None or np.shape(q_val) != (xv.shape[0], features.dim):
+                raise ValueError(
+                    f"q_val must be (n_val, {features.dim}): features(texts) of the validation rows"
+                )
+            xv = np.concatenate([xv, np.asarray(q_val, dtype=np.float64)], axis=1)
+        raw_columns = features.buckets
     rng = np.random.default_rng(config.seed)
     mean = x.mean(axis=0)
     # A floor, not an epsilon: a near-constant input must not be blown up into noise at inference.
     std = np.maximum(x.std(axis=0), 1e-3)
+    if raw_columns:
+        # Sparse 0/1 text features: standardising would blow a rare n-gram up to tens of units
+        # (and a bucket never seen in training to a thousand at inference); keep them as they are.
+        mean[-raw_columns:] = 0.0
+        std[-raw_columns:] = 1.0
     xs = (x - mean) / std
     xvs = (xv - mean) / std if has_val else None
 
@@ -694,7 +772,7 @@ def train_classifier(
             history.append(EpochStats(epoch, train_loss, None, None))
             best, best_epoch = params, epoch
 
-    classifier = _build_classifier(best, mean, std, labels, model_id, anchors)
+    classifier = _build_classifier(best, mean, std, labels, model_id, anchors, features)
     return TrainResult(
         classifier=classifier,
         config=config,
@@ -745,9 +823,17 @@ def average_linear_heads(heads: Sequence[IntentClassifier]) -> IntentClassifier:
             raise ValueError("heads to average must share labels and embedding model")
         if (head.anchors is None) != (first.anchors is None):
             raise ValueError("heads to average must all use anchors or none")
+        if head.features != first.features:
+            raise ValueError("heads to average must use the same query text features")
     weight = np.mean([h.layers[0].weight for h in heads], axis=0).astype(np.float32)
     bias = np.mean([h.layers[0].bias for h in heads], axis=0).astype(np.float32)
-    return IntentClassifier([DenseLayer(weight, bias)], first.labels, first.model_id, anchors=first.anchors)
+    return IntentClassifier(
+        [DenseLayer(weight, bias)],
+        first.labels,
+        first.model_id,
+        anchors=first.anchors,
+        features=first.features,
+    )
 
 
 def train_ensemble(
@@ -764,13 +850,18 @@ def train_ensemble(
     x_extra: FloatArray | None = None,
     y_extra: IntArray | Sequence[int] | None = None,
     anchors: KindAnchors | None = None,
+    features: QueryFeatures | None = None,
+    texts_labelled: Sequence[str] | None = None,
+    texts_variants: Sequence[str] | None = None,
+    texts_extra: Sequence[str] | None = None,
 ) -> EnsembleResult:
     """Train `members` linear heads on different stratified splits and average them.
 
     Member k holds out its own validation split (seed ``config.seed + k``) for early stopping;
     augmented variants (`x_variants`, each the variant of labelled row ``variant_of[i]``) train
     only the members whose training split holds their original, so no member validates on
-    paraphrases of its own training rows. `x_extra` rows always train.
+    paraphrases of its own training rows. `x_extra` rows always train. With `features`, the
+    texts of every row set given are needed too (`texts_labelled`, `texts_variants`, `texts_extra`).
     """
     config = config or TrainConfig()
     if members < 1:
@@ -789,6 +880,13 @@ def train_ensemble(
     ye = np.zeros(0, np.int64) if y_extra is None else np.asarray(y_extra, np.int64)
     if len(xe) != len(ye):
         raise ValueError("x_extra and y_extra differ in length")
+    width = features.dim if features is not None else 0
+    q = qv = qe = np.zeros((0, width), np.float32)
+    if features is not None:
+        given = (texts_labelled or [], texts_variants or [], texts_extra or [])
+        if tuple(map(len, given)) != (len(x), len(xv), len(xe)):
+            raise ValueError("query text features need one text per labelled, variant and extra row")
+        q, qv, qe = (features(list(texts)) for texts in given)
 
     runs: list[TrainResult] = []
     splits: list[IntArray] = []
@@ -806,6 +904,9 @@ def train_ensemble(
                 x_val=x[val_idx] if len(val_idx) else None,
                 y_val=y[val_idx] if len(val_idx) else None,
                 anchors=anchors,
+                features=features,
+                q_train=np.concatenate([q[train_idx], qv[keep], qe]) if features is not None else None,
+                q_val=q[val_idx] if features is not None and len(val_idx) else None,
             )
         )
         splits.append(val_idx)

@@ -438,8 +438,10 @@ class Router:
             return self._default("no intent classifier loaded")
         if vector is None:
             raise ValueError("routing needs the query vector unless a route is forced")
+        if text is None and self.classifier.needs_text:
+            raise ValueError("this intent head reads the query text too: pass it with the vector")
 
-        prediction = self.classifier.classify(vector)
+        prediction = self.classifier.classify(vector, text)
         spec = self.table.routes[prediction.label]
         needed = spec.min_confidence if spec.min_confidence is not None else self.table.threshold
         if prediction.confidence < needed:

@@ -39,6 +39,7 @@ from retrieval.reindex import reindex as reindex_collection
 from retrieval.reindex import rollback as rollback_collection
 from retrieval.settings import Settings
 from retrieval.store.pointer import pointer_for, utc_now
+from retrieval.store.protocol import StoreUnavailable
 from search_api.errors import NotReady
 from search_api.intents_cli import ensure_default_head
 from search_api.search_service import SearchService
@@ -121,8 +122,7 @@ class EngineState:
                     self.phase = "training the intent classifier"
                     head = self.settings.service.data_dir / "intents"
                     await asyncio.to_thread(ensure_default_head, self.settings, head)
-            self.phase = "opening store"
-            pipeline = await open_pipeline(self.settings, encoder=encoder)
+            pipeline = await self._open_pipeline(encoder)
             await self._start_cache(pipeline)
             if self.settings.service.ingest_fixtures:
                 self.phase = "ingesting fixtures"
@@ -141,6 +141,23 @@ class EngineState:
             self.phase = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("engine start-up failed")
+
+    async def _open_pipeline(self, encoder: Encoder) -> SearchPipeline:
+        """Open the store and the pipeline, waiting while Milvus cannot be reached.
+
+        Milvus may start after the API (or restart meanwhile): the API stays up, says so on
+        /v1/ready, and opens the store once Milvus answers.
+        """
+        delay = 0.5
+        while True:
+            self.phase = "opening store"
+            try:
+                return await open_pipeline(self.settings, encoder=encoder)
+            except StoreUnavailable as exc:
+                self.phase = "waiting for the vector store"
+                self._note_wait(f"Milvus unreachable ({exc}); retrying in {delay:.1f} s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _start_cache(self, pipeline: SearchPipeline) -> None:
         c = self.settings.cache

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _search(url: str, query: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/search", json={"query": query, "cache": False}, timeout=30)
 
 
-def test_search_answers_503_while_milvus_is_down_and_recovers_without_a_restart(
+def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_without_a_restart(
     built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     root = tmp_path_factory.mktemp("outage")
@@ -70,7 +71,6 @@ def test_search_answers_503_while_milvus_is_down_and_recovers_without_a_restart(
     kb = root / "kb.jsonl"
     kb.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in DOCS), encoding="utf-8")
     milvus = LiteServer(root / "milvus.db", free_port())
-    milvus.start()
     env = {
         "MILVUS_URI": f"http://127.0.0.1:{milvus.port}",
         "SEARCH_STORE_LITE_SERVER": "true",
@@ -79,8 +79,13 @@ def test_search_answers_503_while_milvus_is_down_and_recovers_without_a_restart(
         "SEARCH_ROUTING_TRAIN_ON_START": "false",
     }
     api = Server(data_dir, free_port(), root / "server.log", env=env)
+    # Milvus comes up after the API: start-up waits for it instead of failing for good.
+    late = threading.Timer(8.0, milvus.start)
+    late.start()
     try:
         api.start()
+        late.join()
+        assert "Milvus unreachable" in api.log.read_text()
         before = _search(api.url, "断剑客")
         assert before.status_code == 200, before.text
         ids_before = [h["id"] for h in before.json()["hits"]]
@@ -118,5 +123,6 @@ def test_search_answers_503_while_milvus_is_down_and_recovers_without_a_restart(
         assert recovered.status_code == 200, recovered.text
         assert recovered.json()["store"]["circuit"] == "closed"
     finally:
+        late.cancel()
         api.stop()
         milvus.kill()

@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--budget-us", type=float, default=1000.0)
     parser.add_argument(
-        "--buckets", type=int, default=1024, help="hashed n-gram buckets of the text features"
+        "--buckets", type=int, default=2048, help="hashed n-gram buckets of the text features"
     )
     args = parser.parse_args(argv)
     if min(args.classes, args.dim, args.calls, args.runs) < 1 or args.anchors < 0:

@@ -69,8 +69,15 @@ def add_intents_commands(subparsers: Any) -> None:
     train.add_argument(
         "--ngram-buckets",
         type=int,
-        default=1024,
+        default=2048,
         help="hashed character n-gram buckets of the query text (0: no n-gram features)",
+    )
+    train.add_argument("--ngram-max", type=int, default=2, help="longest character n-gram hashed")
+    train.add_argument(
+        "--ngram-boundaries",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mark the query's start and end in the n-grams",
     )
     train.add_argument(
         "--no-entity-kinds", action="store_true", help="no counts of the KB kinds named in the query text"
@@ -195,8 +202,13 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
             patience=args.patience,
             seed=args.seed,
         )
-        if min(args.augment, args.frames, args.quotes, args.ngram_buckets) < 0 or args.members < 1:
-            raise ValueError("--augment, --frames, --quotes and --ngram-buckets must be >= 0, --members >= 1")
+        if (
+            min(args.augment, args.frames, args.quotes, args.ngram_buckets) < 0
+            or min(args.members, args.ngram_max) < 1
+        ):
+            raise ValueError(
+                "--augment, --frames, --quotes, --ngram-buckets must be >= 0; --members, --ngram-max >= 1"
+            )
         if args.members > 1 and args.hidden:
             raise ValueError("--members > 1 averages linear heads; use --hidden 0 or --members 1")
         rows = [row for path in args.data for row in read_labelled(Path(path))]
@@ -248,9 +260,11 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
     features = None
     if documents and not args.no_entity_kinds:
         names, kinds = kb_names(documents)
-        features = QueryFeatures.from_names(names, kinds, buckets=args.ngram_buckets)
+        features = QueryFeatures.from_names(
+            names, kinds, buckets=args.ngram_buckets, max_n=args.ngram_max, boundaries=args.ngram_boundaries
+        )
     elif args.ngram_buckets:
-        features = QueryFeatures({}, args.ngram_buckets)
+        features = QueryFeatures({}, args.ngram_buckets, args.ngram_max, args.ngram_boundaries)
 
     result = train_ensemble(
         x_rows,
@@ -317,6 +331,8 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
         "quotes": args.quotes,
         "anchors": anchors is not None,
         "ngram_buckets": args.ngram_buckets,
+        "ngram_max": args.ngram_max,
+        "ngram_boundaries": args.ngram_boundaries,
         "entity_kinds": features is not None and bool(features.kinds),
         "samples": {
             "labelled": len(rows),

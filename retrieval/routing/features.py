@@ -7,9 +7,9 @@ Two cheap signals computed from the query text (no encoder pass, a few microseco
 * **entity kinds**: the KB titles and aliases found in the query (greedy longest match, left to
   right, so 沈青崖 wins over 青崖), counted per KB kind, plus the share of the query's characters
   they cover (a bare name covers all of it, which is what the `name` intent means);
-* **cue n-grams**: character uni- and bi-grams of the query with each name replaced by one
-  placeholder character per kind, hashed (CRC-32, stable across processes, unlike `hash`) into a
-  fixed number of buckets. The placeholder keeps the frame of the question ("<faction>的掌门"
+* **cue n-grams**: character uni- and bi-grams of the query (start and end marked) with each name
+  replaced by one placeholder character per kind, hashed (CRC-32, stable across processes, unlike
+  `hash`) into a fixed number of buckets. The placeholder keeps the frame of the question ("<faction>的掌门"
   asks for a person) while the name itself carries no weight, so the head learns the wording
   rather than memorising names.
 
@@ -57,11 +57,11 @@ class QueryFeatures:
 
     names: Mapping[str, str] = field(default_factory=dict)
     """Normalised KB name -> kind; a name of two kinds keeps the first kind given."""
-    buckets: int = 512
+    buckets: int = 2048
     """Hashed n-gram buckets (0: no n-gram features)."""
     max_n: int = 2
     """Longest character n-gram hashed (1: characters only)."""
-    boundaries: bool = False
+    boundaries: bool = True
     """Mark the start and end of the query in the n-grams, so "谁$" (a question ending in 谁) and
     the head noun at the end of a description differ from the same characters mid-query."""
     kinds: tuple[str, ...] = field(init=False)
@@ -84,9 +84,9 @@ class QueryFeatures:
         names: Sequence[str],
         kinds: Sequence[str],
         *,
-        buckets: int = 512,
+        buckets: int = 2048,
         max_n: int = 2,
-        boundaries: bool = False,
+        boundaries: bool = True,
     ) -> QueryFeatures:
         """Build the table from KB titles and aliases with their kinds (`dataset.kb_names`)."""
         if len(names) != len(kinds):

@@ -125,6 +125,11 @@ def test_train_predict_eval(
         "location",
         "out_of_scope",
     )
+    # The head reads the query text as well (KB kinds of the names in it, cue n-grams), so the
+    # table of names and kinds travels with the weights.
+    assert meta["entity_kinds"] and meta["query_features"] > meta["ngram_buckets"] > 0
+    assert (out / "features.json").exists()
+    assert IntentClassifier.load(out, model_id="m3e-small").needs_text
 
     predictions = tmp_path / "pred.jsonl"
     assert (
@@ -190,6 +195,7 @@ def test_a_head_for_another_embedding_model_is_refused(
                 "--quotes",
                 "0",
                 "--no-anchors",
+                "--no-entity-kinds",
                 "--members",
                 "1",
             ],
@@ -198,6 +204,10 @@ def test_a_head_for_another_embedding_model_is_refused(
         )
         == 0
     )
+    # No KB features asked for: only the n-gram block of the text features remains.
+    trained = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert not trained["anchors"] and not trained["entity_kinds"]
+    assert trained["query_features"] == trained["ngram_buckets"]
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta_path.write_text(json.dumps({**meta, "embedding_model_id": "bge-small-zh"}), encoding="utf-8")

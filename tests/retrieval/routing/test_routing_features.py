@@ -185,3 +185,12 @@ def test_the_router_passes_the_query_text_to_a_text_feature_head() -> None:
     assert router.route(vector, "介绍一下天机观").intent == "faction"
     with pytest.raises(ValueError, match="query text"):
         router.route(vector)
+
+
+def test_boundaries_add_the_start_and_end_of_the_query_as_grams() -> None:
+    kw = {"buckets": 1 << 16}
+    marked = QueryFeatures.from_names(list(NAMES), list(NAMES.values()), boundaries=True, **kw)
+    plain = QueryFeatures.from_names(list(NAMES), list(NAMES.values()), boundaries=False, **kw)
+    a, b = marked(["玄霜宫的掌门是谁"])[0], plain(["玄霜宫的掌门是谁"])[0]
+    assert np.all(a >= b)  # every plain gram is still there...
+    assert a.sum() == b.sum() + 2  # ...plus "^<faction>" and "谁$"

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from eval.server import free_port
@@ -28,8 +29,8 @@ def silent_port() -> Iterator[int]:
         yield int(listener.getsockname()[1])
 
 
-def _vector() -> np.ndarray:
-    return np.ones(8, dtype=np.float32) / np.sqrt(8)
+def _vector() -> npt.NDArray[np.float32]:
+    return np.full(8, 1 / np.sqrt(8), dtype=np.float32)
 
 
 @pytest.mark.integration

@@ -22,7 +22,7 @@ from retrieval.documents import Document
 from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable, Vectors
 from retrieval.fusion import FusedHit, WeightedRRF
 from retrieval.routing.router import Route, Router, UnknownIntent
-from retrieval.sparse.bm25 import Bm25Statistics
+from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.store.filters import SearchFilter
 from retrieval.store.protocol import ChunkRecord, StoredHit, VectorStore
@@ -46,6 +46,17 @@ class IngestReport:
     chunks: int
     removed_chunks: int
     per_document: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedIngest:
+    """Documents chunked, embedded and tokenised: what `commit_ingest` writes."""
+
+    docs: list[Document]
+    planned: list[tuple[Document, int, str]]
+    """(document, chunk index, chunk text) per chunk, in the order of `vectors` and `counts`."""
+    vectors: Vectors
+    counts: list[TermCounts]
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,15 @@ class SearchPipeline:
 
     async def ingest(self, documents: Sequence[Document], *, chunk: bool = True) -> IngestReport:
         """Upsert documents: replaces every chunk a document had before. Idempotent."""
+        return await self.commit_ingest(await self.prepare_ingest(documents, chunk=chunk))
+
+    async def prepare_ingest(self, documents: Sequence[Document], *, chunk: bool = True) -> PreparedIngest:
+        """Chunk, embed and tokenise documents without touching the store or the statistics.
+
+        Separate from `commit_ingest` so a bulk load can prepare the next batch while the previous
+        one is being written. Embedding and jieba run at the same time: ONNX Runtime releases the
+        GIL, so the pure-Python tokeniser proceeds while the model computes.
+        """
         latest: dict[str, Document] = {}
         for doc in documents:
             latest[doc.id] = doc  # the last copy of a repeated id wins, as in any upsert
@@ -255,9 +275,23 @@ class SearchPipeline:
         planned = [(doc, idx, text) for doc in docs for idx, text in self._chunks(doc, chunk)]
         repeats = self.config.head_repeats
         texts = [index_text(doc.title, text, doc.aliases, repeats) for doc, _, text in planned]
-        vectors = await self.encoder.encode_passages(texts) if texts else np.zeros((0, self.encoder.dim))
-        counts = await asyncio.to_thread(lambda: [self.sparse.counts(t) for t in texts])
+        if not texts:
+            return PreparedIngest(docs, planned, np.zeros((0, self.encoder.dim), np.float32), [])
+        vectors, counts = await asyncio.gather(
+            self.encoder.encode_passages(texts),
+            asyncio.to_thread(lambda: [self.sparse.counts(t) for t in texts]),
+        )
+        return PreparedIngest(docs, planned, vectors, counts)
 
+    async def commit_ingest(self, prepared: PreparedIngest, *, settle: bool = True) -> IngestReport:
+        """Write prepared documents: replace their old chunks and count them in the statistics.
+
+        `settle=False` leaves the re-weighting check and the statistics snapshot to a later
+        `settle_statistics()`: a bulk load of many batches would otherwise rewrite the snapshot
+        (and perhaps every stored sparse vector) after each one. Until then the snapshot stays
+        marked dirty, so a crash in between recounts the statistics from the store.
+        """
+        docs, planned, vectors, counts = prepared.docs, prepared.planned, prepared.vectors, prepared.counts
         async with self._write_lock:
             old = await self.store.chunk_terms([d.id for d in docs])
             self._mark_dirty()
@@ -289,15 +323,28 @@ class SearchPipeline:
             stale = [s.chunk_id for s in old if s.chunk_id not in new_ids]
             await self.store.delete(stale)
             self._note_written([d.id for d in docs], durable=False)
-            if self.stats.needs_reweight(self.config.reweight_drift):
-                await self._reweight()
-            await self._persist_stats()
+            if settle:
+                await self._settle()
             await self._published()
 
         per_doc: dict[str, int] = {}
         for doc, _, _ in planned:
             per_doc[doc.id] = per_doc.get(doc.id, 0) + 1
         return IngestReport(len(docs), len(records), len(stale), per_doc)
+
+    async def settle_statistics(self, *, reweight: bool = True) -> None:
+        """Re-weight if the average length drifted past tolerance, then snapshot the statistics.
+
+        `reweight=False` only snapshots (for an interrupted bulk load that should exit promptly;
+        the next start re-weights if needed).
+        """
+        async with self._write_lock:
+            await self._settle(reweight=reweight)
+
+    async def _settle(self, *, reweight: bool = True) -> None:
+        if reweight and self.stats.needs_reweight(self.config.reweight_drift):
+            await self._reweight()
+        await self._persist_stats()
 
     async def delete(self, doc_ids: Iterable[str]) -> IngestReport:
         """Remove documents and all their chunks; unknown ids are ignored."""

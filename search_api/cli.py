@@ -85,26 +85,71 @@ def cmd_build_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _ingest(path: Path, settings: Settings, batch: int) -> int:
-    from retrieval.documents import read_jsonl
-    from retrieval.engine import open_pipeline
+async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
 
+    from retrieval.bulk_ingest import BulkProgress, bulk_ingest, checkpoint_path
+    from retrieval.engine import open_pipeline
+    from retrieval.store.pointer import collections_dir, pointer_for
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    collection = await pointer_for(settings).active()
     pipeline = await open_pipeline(settings)
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc="ingest", disable=not show)
+
+    def progress(p: BulkProgress) -> None:
+        bar.update(p.offset - bar.n)
+        rate = p.chunks / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        bar.set_postfix_str(f"{p.documents} docs, {p.chunks} chunks, {rate:.0f} chunks/s", refresh=False)
+
     try:
-        docs = [d.validate(settings.search.max_document_chars) for d in read_jsonl(path)]
-        total = 0
-        for start in range(0, len(docs), batch):
-            report = await pipeline.ingest(docs[start : start + batch])
-            total += report.chunks
-            print(f"{min(start + batch, len(docs))}/{len(docs)} documents, {total} chunks", flush=True)
-        return 0
+        report = await bulk_ingest(
+            pipeline,
+            path,
+            checkpoint=checkpoint_path(collections_dir(settings), path, collection),
+            collection=collection,
+            batch=args.batch,
+            max_chars=settings.search.max_document_chars,
+            restart=args.restart,
+            on_progress=progress,
+        )
     finally:
+        bar.close()
         await pipeline.close()
+    resumed = f" (resumed after {report.resumed_documents})" if report.resumed_documents else ""
+    print(
+        f"ingested {report.documents} documents{resumed}, {report.chunks} chunks in "
+        f"{report.elapsed_s:.1f} s ({report.chunks_per_s:.0f} chunks/s) into {collection}"
+    )
+    return 0
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Upsert a JSON Lines file of documents into the configured collection."""
-    return asyncio.run(_ingest(Path(args.file), settings, args.batch))
+    """Upsert a JSON Lines file of documents into the configured collection (resumable, idempotent)."""
+    from retrieval.bulk_ingest import IngestCheckpointError
+    from retrieval.documents import InvalidDocument
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"search-api ingest: {path} is not a file", file=sys.stderr)
+        return 2
+    if args.batch < 1:
+        print("search-api ingest: --batch must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_ingest(path, path.stat().st_size, settings, args))
+    except KeyboardInterrupt:
+        print("search-api ingest: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (InvalidDocument, IngestCheckpointError) as exc:
+        print(
+            f"search-api ingest: {exc}; the batches before it are in, and a rerun resumes there",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:  # a CLI reports every failure in one line and a non-zero status
+        print(f"search-api ingest: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _api_url(settings: Settings) -> str:
@@ -294,9 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
     build.set_defaults(func=cmd_build_model)
 
-    ingest = sub.add_parser("ingest", help="upsert documents from a JSON Lines file")
+    ingest = sub.add_parser(
+        "ingest",
+        help="upsert documents from a JSON Lines file (bulk; resumable; idempotent)",
+        description="Embedding, tokenising and writing overlap. A checkpoint in the data folder records "
+        "progress after every batch, so an interrupted run continues where it stopped when the same "
+        "command is run again; re-running a finished file leaves the collection as it was.",
+    )
     ingest.add_argument("file")
-    ingest.add_argument("--batch", type=int, default=256)
+    ingest.add_argument("--batch", type=int, default=256, help="documents per batch (default 256)")
+    ingest.add_argument("--restart", action="store_true", help="ignore a checkpoint and start from line 1")
+    shown = ingest.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="show a progress bar"
+    )
+    shown.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ingest.set_defaults(func=cmd_ingest)
 
     reindex = sub.add_parser(

@@ -62,7 +62,7 @@ class ModelSettings:
     checkpoint: str = ""
     precision: str = "int8"
     intra_op_threads: int = 2
-    batch_window_ms: float = 1.0
+    batch_window_ms: float = 0.0
     max_batch: int = 32
     allow_spinning: bool = False
 

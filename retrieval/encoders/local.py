@@ -1,8 +1,9 @@
 """The local encoder: an ONNX (INT8 by default) BERT model run by ONNX Runtime off the event loop.
 
-Concurrent query calls are micro-batched: the first waiting query opens a short window
-(`batch_window_ms`) and every query arriving within it shares one ONNX run, which costs little
-more than a single query and so raises throughput under load without hurting a lone query much.
+Concurrent query calls are micro-batched. A query that finds the model idle runs at once (after
+`batch_window_ms`, 0 by default, for callers who prefer to gather); queries that arrive while a
+run is in flight wait for it and then share the next run. A batch costs little more than a single
+query, so throughput rises under load, and a lone query never waits for company that is not there.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class OnnxEncoder:
         model_id: str,
         max_length: int = 512,
         intra_op_threads: int = 2,
-        batch_window_ms: float = 1.0,
+        batch_window_ms: float = 0.0,
         max_batch: int = 32,
         allow_spinning: bool = True,
     ):
@@ -108,13 +109,15 @@ class OnnxEncoder:
         self._queue.append(pending)
         if sum(len(p.texts) for p in self._queue) >= self._max_batch:
             self._flush_now()
-        elif self._flusher is None:
+        elif self._flusher is None and not self._running:
+            # Idle model: go now (or after the configured window). Busy model: the run in
+            # flight flushes the queue when it ends, so waiting queries batch by themselves.
             self._flusher = asyncio.create_task(self._flush_later())
         return await pending.future
 
     async def _flush_later(self) -> None:
         try:
-            await asyncio.sleep(self._window_s)
+            await asyncio.sleep(self._window_s)  # 0 still lets queries of the same loop tick join
         finally:
             self._flusher = None
         self._flush_now()
@@ -140,6 +143,9 @@ class OnnxEncoder:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        finally:
+            if self._queue and self._flusher is None:
+                self._flush_now()  # the queries that queued behind this run
         self.batches_run += 1
         offset = 0
         for p in batch:

@@ -63,17 +63,31 @@ BUDGET_HYBRID_MS = 600.0
 BUDGET_VECTOR_MS = 400.0
 
 
+_turns_held = 0
+
+
 @contextlib.contextmanager
 def turn(lock: Path | None) -> Iterator[None]:
-    """Hold the shared benchmark lock for one step, so CPU-heavy runs on this machine never overlap."""
-    if lock is None:
-        yield
-        return
-    with lock.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """Hold the shared benchmark lock for one step, so CPU-heavy runs on this machine never overlap.
+
+    Re-entrant: a step inside a step keeps the outer hold (a second `flock` from this process
+    on a new file description would wait for itself).
+    """
+    global _turns_held
+    if lock is None or _turns_held:
+        _turns_held += 1
         try:
             yield
         finally:
+            _turns_held -= 1
+        return
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _turns_held += 1
+        try:
+            yield
+        finally:
+            _turns_held -= 1
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -289,63 +303,78 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     )
-    done = {(p["size"], p["index"]) for p in report["points"]}
     order = list(args.indexes)
     for size in args.sizes:
-        settings = _settings(loaded, order[0])
-        spent = asyncio.run(grow(settings, size, args.base, args.lock))
-        print(f"size {size}: ingest {spent:.0f}s", flush=True)
-        collection = _collection(settings)
-        exact: list[list[str]] | None = None
-        for index in order:
-            settings = _settings(loaded, index)
-            if (size, index) in done:
-                continue
-            # One turn of the lock per point (engine, then HTTP: two or three minutes): fewer,
-            # longer turns finish sooner on a machine where other benchmarks queue for the lock.
-            with turn(args.lock):
-                rebuild_s = set_dense_index(settings, collection, index)
-                engine = asyncio.run(measure_engine(settings, queries, args.raw_queries))
-                http = asyncio.run(
-                    http_runs(
-                        data_dir,
-                        queries,
-                        args.concurrency,
-                        args.duration,
-                        args.runs,
-                        "hybrid",
-                        {"SEARCH_STORE_LITE_INDEX": index},
-                    )
-                )
-            top10 = engine.pop("top10")
-            point: dict[str, Any] = {
-                "size": size,
-                "index": index,
-                "ingest_s": round(spent, 1),
-                "index_rebuild_s": round(rebuild_s, 1),
-                "disk_mb": _disk_mb(data_dir),
-                **engine,
-            }
-            if index == "FLAT":
-                exact = top10
-                (out / f"flat-top10-{size}.json").write_text(json.dumps(top10))
-            else:
-                flat_path = out / f"flat-top10-{size}.json"
-                if exact is None and flat_path.exists():
-                    exact = json.loads(flat_path.read_text())
-                if exact is not None:
-                    point["recall_at_10_vs_flat"] = recall_at_10(top10, exact)
-            print(f"  {index} engine: {json.dumps(point)}", flush=True)
-            point["http_runs"] = http
-            point["http"] = {
-                k: round(statistics.median(h[k] for h in http), 2)
-                for k in ("p50_ms", "p95_ms", "p99_ms", "qps")
-            }
-            print(f"  {index} HTTP c={args.concurrency}: {point['http']}", flush=True)
-            report["points"].append(point)
-            results_path.write_text(json.dumps(report, ensure_ascii=False, indent=2))
-        order.reverse()  # the index in place now is measured first at the next size
+        # One turn of the lock per size (growth, then every index): few turns finish sooner when
+        # other benchmarks queue for the lock too.
+        with turn(args.lock):
+            order = measure_size(args, loaded, size, order, report, queries)
     return report
+
+
+def measure_size(
+    args: argparse.Namespace,
+    loaded: Settings,
+    size: int,
+    order: list[str],
+    report: dict[str, Any],
+    queries: list[str],
+) -> list[str]:
+    """Grow to `size`, then measure each index in `order`; returns the order for the next size."""
+    data_dir: Path = args.data_dir
+    out: Path = args.out
+    results_path = out / "scale.json"
+    done = {(p["size"], p["index"]) for p in report["points"]}
+    settings = _settings(loaded, order[0])
+    spent = asyncio.run(grow(settings, size, args.base, args.lock))
+    print(f"size {size}: ingest {spent:.0f}s", flush=True)
+    collection = _collection(settings)
+    exact: list[list[str]] | None = None
+    for index in order:
+        settings = _settings(loaded, index)
+        if (size, index) in done:
+            continue
+        with turn(args.lock):  # already held when called from `run`
+            rebuild_s = set_dense_index(settings, collection, index)
+            engine = asyncio.run(measure_engine(settings, queries, args.raw_queries))
+            http = asyncio.run(
+                http_runs(
+                    data_dir,
+                    queries,
+                    args.concurrency,
+                    args.duration,
+                    args.runs,
+                    "hybrid",
+                    {"SEARCH_STORE_LITE_INDEX": index},
+                )
+            )
+        top10 = engine.pop("top10")
+        point: dict[str, Any] = {
+            "size": size,
+            "index": index,
+            "ingest_s": round(spent, 1),
+            "index_rebuild_s": round(rebuild_s, 1),
+            "disk_mb": _disk_mb(data_dir),
+            **engine,
+        }
+        if index == "FLAT":
+            exact = top10
+            (out / f"flat-top10-{size}.json").write_text(json.dumps(top10))
+        else:
+            flat_path = out / f"flat-top10-{size}.json"
+            if exact is None and flat_path.exists():
+                exact = json.loads(flat_path.read_text())
+            if exact is not None:
+                point["recall_at_10_vs_flat"] = recall_at_10(top10, exact)
+        print(f"  {index} engine: {json.dumps(point)}", flush=True)
+        point["http_runs"] = http
+        point["http"] = {
+            k: round(statistics.median(h[k] for h in http), 2) for k in ("p50_ms", "p95_ms", "p99_ms", "qps")
+        }
+        print(f"  {index} HTTP c={args.concurrency}: {point['http']}", flush=True)
+        report["points"].append(point)
+        results_path.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+    return order[::-1]  # the index in place now is measured first at the next size
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from eval.bench_scale import BlendedPassages, plot, recall_at_10, write_markdown
+from eval.bench_scale import BlendedPassages, plot, recall_at_10, turn, write_markdown
 from tests.conftest import HashingEncoder
 
 pytestmark = pytest.mark.unit
@@ -76,3 +77,16 @@ def test_report_table_and_curve(tmp_path: Path) -> None:
     assert rows[2].startswith("| 50,451 | FLAT |")
     plot(report, tmp_path / "scale.png")
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_turn_is_exclusive_and_reentrant(tmp_path: Path) -> None:
+    lock = tmp_path / "bench.lock"
+
+    def other_process_gets_it() -> bool:
+        return subprocess.run(["flock", "-n", str(lock), "true"], check=False).returncode == 0
+
+    with turn(lock):
+        with turn(lock):  # a nested step must not wait for its own outer hold
+            assert not other_process_gets_it()
+        assert not other_process_gets_it()
+    assert other_process_gets_it()

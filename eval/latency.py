@@ -430,6 +430,8 @@ def write_latency(result: LatencyResult, out: Path) -> list[Path]:
             [round(s.latency_ms, 3), s.status, s.cache_requested, s.cache_hit, s.cache_tier, s.server_took_ms]
             for s in result.samples
         ],
+        # One reading per RSS_INTERVAL_S: shows whether memory levels off or keeps climbing.
+        "server_rss_bytes": result.rss_bytes,
     }
     raw_path.write_text(json.dumps(raw) + "\n", encoding="utf-8")
     return [summary_path, raw_path]

@@ -147,7 +147,7 @@ def _growing_server(start_mib: int, step_mib: int) -> httpx.MockTransport:
 
 @pytest.mark.unit
 @pytest.mark.parametrize(("step_mib", "passed"), [(0, True), (5, True), (50, False)])
-async def test_server_memory_is_recorded_and_judged(step_mib: int, passed: bool) -> None:
+async def test_server_memory_is_recorded_and_judged(step_mib: int, passed: bool, tmp_path: Path) -> None:
     config = LatencyConfig(url=URL, concurrency=2, queries=("甲",), duration_s=1.5, rss_source="metrics")
     result = await run_latency(config, transport=_growing_server(100, step_mib))
     rss = result.summary["server_rss"]
@@ -156,6 +156,8 @@ async def test_server_memory_is_recorded_and_judged(step_mib: int, passed: bool)
     assert rss["end"] == rss["max"] == (100 + step_mib * (rss["readings"] - 1)) * 1024 * 1024
     assert result.passed is passed and rss["within_limit"] is passed
     assert "server RSS start 100.0 MiB" in result.markdown()
+    raw = json.loads(write_latency(result, tmp_path)[1].read_text())
+    assert raw["server_rss_bytes"] == result.rss_bytes and len(raw["server_rss_bytes"]) == rss["readings"]
 
 
 @pytest.mark.unit

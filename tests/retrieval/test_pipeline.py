@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
 from retrieval.documents import Document
 from retrieval.engine import open_pipeline
 from retrieval.pipeline import SearchMode, SearchPipeline, index_text
+from retrieval.routing.classifier import TrainConfig, train_ensemble
+from retrieval.routing.features import QueryFeatures
+from retrieval.routing.router import Router, parse_routing_table
 from retrieval.settings import Settings
 from retrieval.store.filters import SearchFilter
 from retrieval.store.protocol import ModelMismatch
@@ -222,5 +226,47 @@ async def test_ivf_flat_index_on_lite(settings: Settings) -> None:
         await pipeline.ingest(docs)
         outcome = await pipeline.search("条目7", mode=SearchMode.DENSE, top_k=5)
         assert outcome.hits and len(outcome.hits) == 5
+    finally:
+        await pipeline.close()
+
+
+async def test_routing_reads_the_query_text_the_pipeline_hands_over(settings: Settings) -> None:
+    # A head that only the text can inform (random training vectors): the intent is the KB kind
+    # of the name in the query. If the pipeline routed on the vector alone, this would raise.
+    encoder = HashingEncoder()
+    names = {"沈青崖": "character", "顾长庚": "character", "玄霜宫": "faction", "天机观": "faction"}
+    features = QueryFeatures.from_names(list(names), list(names.values()), buckets=0)
+    texts = [
+        f.format(n) for n in ("沈青崖", "玄霜宫") for f in ("介绍一下{}", "说说{}", "{}的情况", "关于{}")
+    ]
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(texts), encoder.dim)).astype(np.float32)
+    head = train_ensemble(
+        vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+        np.repeat([0, 1], 4),
+        ["character", "faction"],
+        model_id=encoder.model_id,
+        config=TrainConfig(epochs=200),
+        members=1,
+        val_fraction=0.0,
+        features=features,
+        texts_labelled=texts,
+    ).classifier
+    table = parse_routing_table(
+        {"routing": {"threshold": 0.0}, "intents": {"character": {}, "faction": {"boost": {"faction": 2.0}}}}
+    )
+    pipeline = await _open(settings, encoder)
+    try:
+        pipeline.router = Router(table, head)
+        await pipeline.ingest(
+            [
+                Document(id="f1", title="天机观", kind="faction", text="天机观以推演天机著称。"),
+                Document(id="c1", title="顾长庚", kind="character", text="顾长庚是照影峰峰主。"),
+            ]
+        )
+        faction = await pipeline.search("说说天机观", top_k=2)
+        character = await pipeline.search("说说顾长庚", top_k=2)
+        assert faction.route is not None and faction.route.intent == "faction"
+        assert character.route is not None and character.route.intent == "character"
     finally:
         await pipeline.close()

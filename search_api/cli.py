@@ -98,9 +98,9 @@ async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Name
     bar = tqdm(total=size, unit="B", unit_scale=True, desc="ingest", disable=not show)
 
     def progress(p: BulkProgress) -> None:
-        bar.update(p.offset - bar.n)
         rate = p.chunks / p.elapsed_s if p.elapsed_s > 0 else 0.0
         bar.set_postfix_str(f"{p.documents} docs, {p.chunks} chunks, {rate:.0f} chunks/s", refresh=False)
+        bar.update(p.offset - bar.n)  # redraws, postfix included
 
     try:
         report = await bulk_ingest(

@@ -194,3 +194,22 @@ def test_boundaries_add_the_start_and_end_of_the_query_as_grams() -> None:
     a, b = marked(["玄霜宫的掌门是谁"])[0], plain(["玄霜宫的掌门是谁"])[0]
     assert np.all(a >= b)  # every plain gram is still there...
     assert a.sum() == b.sum() + 2  # ...plus "^<faction>" and "谁$"
+
+
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_one_query_takes_the_sparse_path_and_scores_as_in_a_batch(hidden: int) -> None:
+    x, texts, y, labels = kind_task()
+    head = train_ensemble(
+        x,
+        y,
+        labels,
+        model_id="m",
+        config=TrainConfig(epochs=20, hidden=hidden),
+        members=1,
+        features=features(),
+        texts_labelled=texts,
+    ).classifier
+    for clf in (head, head.quantized()):
+        batch = clf.logits(x, texts)  # more rows than the sparse path takes: one full matmul
+        one_by_one = np.concatenate([clf.logits(x[i], [texts[i]]) for i in range(len(texts))])
+        np.testing.assert_allclose(one_by_one, batch, rtol=1e-5, atol=1e-5)

@@ -462,10 +462,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"| {p['chunks']:,} | {p['index']} | {p['http']['p50_ms']:.0f} / {p['http']['p95_ms']:.0f} ms "
             f"| {p['http']['qps']:.0f} | {pair('pipeline_hybrid')} | {pair('pipeline_dense')} "
             f"| {pair('dense')} "
-            f"| {pair('sparse')} | {pair('encode')} | {'exact' if recall is None else f'{recall:.3f}'} "
+            f"| {pair('sparse')} | {pair('encode')} | {_recall_cell(p['index'], recall)} "
             f"| {p['lite_rss_mb']:.0f} MB | {p['disk_mb']:.0f} MB |"
         )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _recall_cell(index: str, recall: float | None) -> str:
+    if index == "FLAT":
+        return "exact"
+    return "n/a" if recall is None else f"{recall:.3f}"
 
 
 def _sizes(text: str) -> list[int]:

@@ -22,6 +22,7 @@ from retrieval.encoders.protocol import Encoder
 from retrieval.settings import LimitsSettings, Settings, load_settings
 from search_api.auth import API_KEY_HEADER, AccessKeys
 from search_api.controllers.admin import AdminReindexController
+from search_api.controllers.cache import AdminCacheController
 from search_api.controllers.documents import DocumentsController
 from search_api.controllers.health import HealthController
 from search_api.controllers.page import PageController, static_router
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
             DocumentsController,
             HealthController,
             AdminReindexController,
+            AdminCacheController,
             PageController,
             static_router(),
         ],

@@ -135,3 +135,19 @@ async def test_in_process_cache_is_the_default(client: AsyncTestClient) -> None:
     await asyncio.sleep(0.05)
     assert (await _search(client, "断剑客"))["cache"] == {"hit": True, "tier": "exact"}
     assert (await client.get("/v1/ready")).json()["cache"]["backend"] == "memory"
+
+
+async def test_admin_flush_needs_the_key_and_makes_every_answer_a_miss(redis_client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    await _search(redis_client, "断剑客是谁？")
+    await asyncio.sleep(0.1)
+    assert (await _search(redis_client, "断剑客是谁？"))["cache"] == {"hit": True, "tier": "exact"}
+
+    assert (await redis_client.post("/v1/admin/cache/flush")).status_code == 401
+    wrong = await redis_client.post("/v1/admin/cache/flush", headers={"X-API-Key": "not-the-key"})
+    assert (wrong.status_code, wrong.json()["code"]) == (403, "invalid_api_key")
+    assert (await _search(redis_client, "断剑客是谁？"))["cache"]["hit"] is True  # type: ignore[index]
+
+    flushed = await redis_client.post("/v1/admin/cache/flush", headers={"X-API-Key": ADMIN_KEY})
+    assert flushed.status_code == 200, flushed.text
+    assert flushed.json()["enabled"] is True and isinstance(flushed.json()["kb_version"], int)
+    assert (await _search(redis_client, "断剑客是谁？"))["cache"] == {"hit": False, "tier": None}

@@ -9,9 +9,6 @@
 Input lines are ``{"text", "label"}`` (``predict`` needs only ``text``). Vectors come from the
 configured embedding model (the one the pipeline uses), and the trained head records that
 model's id: loading it under another model fails instead of routing on meaningless vectors.
-
-Until `add_intents_commands` is wired into `search_api.cli`, run this module directly:
-``uv run python -m search_api.intents_cli intents train ...``.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ class StoreSettings:
     collection: str = "kb_chunks"
     timeout_s: float = 5.0
     search_timeout_s: float = 2.0
+    load_timeout_s: float = 600.0
     lite_server: bool = False
     lite_index: str = "FLAT"
     ivf_nlist: int = 1024

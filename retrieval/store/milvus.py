@@ -107,6 +107,7 @@ def store_for(settings: Settings, collection: str, cls: type[MilvusStore] | None
         token=s.token,
         timeout_s=s.timeout_s,
         search_timeout_s=s.search_timeout_s,
+        load_timeout_s=s.load_timeout_s,
         lite_server=s.lite_server,
         lite_index=s.lite_index,
         ivf_nlist=s.ivf_nlist,
@@ -137,6 +138,7 @@ class MilvusStore:
         token: str = "",
         timeout_s: float = 5.0,
         search_timeout_s: float = 1.0,
+        load_timeout_s: float = 600.0,
         lite_server: bool = False,
         lite_index: str = "FLAT",
         ivf_nlist: int = 1024,
@@ -152,6 +154,7 @@ class MilvusStore:
         self.collection = collection
         self.timeout_s = timeout_s
         self.search_timeout_s = min(search_timeout_s, timeout_s)
+        self.load_timeout_s = max(load_timeout_s, timeout_s)
         local_file = is_lite_uri(uri)
         # Milvus Lite's binary can also serve a file over TCP (`milvus <file> <host:port>`): a
         # server by URI, but with Lite's index choices.
@@ -273,7 +276,13 @@ class MilvusStore:
                     "Re-embed it with `search-api reindex`, point SEARCH_STORE_COLLECTION at a new "
                     "collection, or configure the model it was built with."
                 )
-        await self._call("load_collection", client.load_collection(self.collection))
+        # Loading builds the dense index in memory: seconds per 100k chunks on Lite, so it gets
+        # its own deadline; the per-call one would refuse to open a large collection at all.
+        await self._call(
+            "load_collection",
+            client.load_collection(self.collection, timeout=self.load_timeout_s),
+            timeout_s=self.load_timeout_s,
+        )
         self._dim = dim
         return CollectionInfo(self.collection, model_id, dim, await self.count())
 

@@ -48,7 +48,7 @@ from pymilvus import MilvusClient
 
 from eval.bench_search_http import QUERIES, _stats, http_runs
 from eval.latency import load_query_texts
-from eval.synthetic import SyntheticCorpus
+from eval.synthetic import PassageStandIn, SyntheticCorpus
 from retrieval.documents import read_jsonl
 from retrieval.encoders.protocol import Encoder, Vectors
 from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
@@ -91,26 +91,16 @@ def turn(lock: Path | None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class BlendedPassages:
+class BlendedPassages(PassageStandIn):
     """Real vectors for the first `base` passages; blends of two of them for every later one."""
 
     def __init__(self, real: Encoder, base: int, cache: Path, seed: int = 13, noise: float = 0.25):
-        self.real, self.base_size, self.cache, self.noise = real, base, cache, noise
+        super().__init__(real)
+        self.base_size, self.cache, self.noise = base, cache, noise
         self.rng = np.random.default_rng(seed)
         self.base: npt.NDArray[np.float32] = (
             np.load(cache) if cache.exists() else np.zeros((0, real.dim), dtype=np.float32)
         )
-
-    @property
-    def model_id(self) -> str:
-        return self.real.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.real.dim
-
-    async def encode_queries(self, texts: list[str]) -> Vectors:
-        return await self.real.encode_queries(texts)
 
     async def encode_passages(self, texts: list[str]) -> Vectors:
         missing = self.base_size - len(self.base)
@@ -133,12 +123,6 @@ class BlendedPassages:
         vectors = w * a + (1 - w) * b + noise
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors.astype(np.float32)
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        await self.real.close()
 
 
 def _settings(base: Settings, index: str) -> Settings:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from eval.latency import LatencyConfig, SearchModeName, load_query_texts, run_latency
 from eval.server import running_server
-from eval.synthetic import SyntheticCorpus
+from eval.synthetic import PassageStandIn, SyntheticCorpus
 from retrieval.documents import read_jsonl
 from retrieval.encoders.local import OnnxEncoder
 from retrieval.encoders.protocol import Vectors
@@ -48,34 +48,17 @@ from retrieval.store.milvus import release_lite
 QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
 
 
-class RandomPassages:
+class RandomPassages(PassageStandIn):
     """The real model for queries; random unit vectors for passages (see the module docstring)."""
 
     def __init__(self, real: OnnxEncoder, seed: int = 11):
-        self.real = real
+        super().__init__(real)
         self.rng = np.random.default_rng(seed)
-
-    @property
-    def model_id(self) -> str:
-        return self.real.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.real.dim
-
-    async def encode_queries(self, texts: list[str]) -> Vectors:
-        return await self.real.encode_queries(texts)
 
     async def encode_passages(self, texts: list[str]) -> Vectors:
         vectors = self.rng.standard_normal((len(texts), self.dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        await self.real.close()
 
 
 def _stats(values: list[float]) -> dict[str, float]:

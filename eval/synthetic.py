@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.documents import Document, read_jsonl
+from retrieval.encoders.protocol import Encoder, Vectors
 from retrieval.settings import PROJECT_ROOT
 
 FIXTURES = PROJECT_ROOT / "fixtures" / "kb.jsonl"
@@ -208,6 +209,39 @@ def main() -> None:
     args = parser.parse_args()
     n = write_jsonl(SyntheticCorpus(args.seed, args.chars).documents(args.chunks), args.out)
     print(f"wrote {n} documents to {args.out}")
+
+
+class PassageStandIn:
+    """The real model for queries; subclasses stand in for passage vectors.
+
+    Scale benchmarks would otherwise spend hours encoding passages on 2 cores; what they measure
+    (the store, the request path) only needs vectors of the right shape and spread.
+    """
+
+    def __init__(self, real: Encoder):
+        self.real = real
+
+    @property
+    def model_id(self) -> str:
+        """The real model's id, so the collection records the model queries come from."""
+        return self.real.model_id
+
+    @property
+    def dim(self) -> int:
+        """The real model's dimension."""
+        return self.real.dim
+
+    async def encode_queries(self, texts: list[str]) -> Vectors:
+        """Queries are always encoded by the real model."""
+        return await self.real.encode_queries(texts)
+
+    async def ready(self) -> bool:
+        """Ready once constructed (the real model is loaded)."""
+        return True
+
+    async def close(self) -> None:
+        """Close the real model."""
+        await self.real.close()
 
 
 if __name__ == "__main__":

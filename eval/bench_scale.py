@@ -46,15 +46,13 @@ import numpy as np
 import numpy.typing as npt
 from pymilvus import MilvusClient
 
-from eval.bench_search_http import QUERIES, _stats, http_runs
+from eval.bench_search_http import QUERIES, http_runs, raw_engine
 from eval.latency import load_query_texts
 from eval.synthetic import PassageStandIn, SyntheticCorpus
 from retrieval.documents import read_jsonl
 from retrieval.encoders.protocol import Encoder, Vectors
 from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
-from retrieval.pipeline import SearchMode
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
-from retrieval.store.filters import SearchFilter
 from retrieval.store.milvus import release_lite
 
 INDEXES = ("FLAT", "IVF_FLAT")
@@ -208,41 +206,8 @@ def _lite_memory_mb() -> dict[str, float]:
 
 
 async def measure_engine(settings: Settings, queries: list[str], n: int) -> dict[str, Any]:
-    """Per-stage latency in-process, one query at a time (20 warm-up queries excluded)."""
-    encoder = local_encoder(settings, ensure_built_model(settings))
-    pipeline = await open_pipeline(settings, encoder=encoder)
-    stages: dict[str, list[float]] = {
-        name: [] for name in ("encode", "dense", "sparse", "pipeline_hybrid", "pipeline_dense")
-    }
-    top10: list[list[str]] = []
-    try:
-        depth = settings.fusion.candidates
-        for i in range(n + 20):
-            q = queries[i % len(queries)]
-            t0 = time.perf_counter()
-            vec = await encoder.encode_queries([q])
-            t1 = time.perf_counter()
-            hits = await pipeline.store.search_dense(vec[0], depth, SearchFilter())
-            t2 = time.perf_counter()
-            await pipeline.store.search_sparse(pipeline.sparse.query_vector(q), depth, SearchFilter())
-            t3 = time.perf_counter()
-            await pipeline.search(q, top_k=10)
-            t4 = time.perf_counter()
-            await pipeline.search(q, top_k=10, mode=SearchMode.DENSE)
-            t5 = time.perf_counter()
-            if i >= 20:
-                for name, spent in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-                    stages[name].append(spent * 1000)
-                top10.append([h.id for h in hits[:10]])
-        return {
-            "chunks": await pipeline.store.count(),
-            "stages": {name: _stats(values) for name, values in stages.items()},
-            "top10": top10,
-            **_lite_memory_mb(),
-        }
-    finally:
-        await pipeline.close()
-        release_lite(settings.milvus_uri)
+    """`bench_search_http.raw_engine`'s stages and dense top 10s, plus Milvus Lite's memory."""
+    return {**await raw_engine(settings, queries, n), **_lite_memory_mb()}
 
 
 def recall_at_10(approx: list[list[str]], exact: list[list[str]]) -> float:

@@ -40,7 +40,7 @@ from retrieval.documents import read_jsonl
 from retrieval.encoders.local import OnnxEncoder
 from retrieval.encoders.protocol import Vectors
 from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
-from retrieval.pipeline import SearchPipeline
+from retrieval.pipeline import SearchMode, SearchPipeline
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.store.filters import SearchFilter
 from retrieval.store.milvus import release_lite
@@ -102,10 +102,18 @@ async def build_corpus(settings: Settings, chunks: int, passages: str, batch: in
 
 
 async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str, Any]:
-    """Per-stage latency in-process, one query at a time (warm-up excluded)."""
+    """Per-stage latency in-process, one query at a time (20 warm-up queries excluded).
+
+    Stages: query encoding, Milvus dense and sparse search, and `pipeline.search` in hybrid and in
+    dense mode. `top10` keeps each query's dense top 10, to compare an approximate index with an
+    exact one on the same queries.
+    """
     encoder = local_encoder(settings, ensure_built_model(settings))
     pipeline: SearchPipeline = await open_pipeline(settings, encoder=encoder)
-    stages: dict[str, list[float]] = {"encode": [], "dense": [], "sparse": [], "pipeline_hybrid": []}
+    stages: dict[str, list[float]] = {
+        name: [] for name in ("encode", "dense", "sparse", "pipeline_hybrid", "pipeline_dense")
+    }
+    top10: list[list[str]] = []
     try:
         depth = settings.fusion.candidates
         for i in range(n + 20):
@@ -113,18 +121,23 @@ async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str
             t0 = time.perf_counter()
             vec = await encoder.encode_queries([q])
             t1 = time.perf_counter()
-            await pipeline.store.search_dense(vec[0], depth, SearchFilter())
+            hits = await pipeline.store.search_dense(vec[0], depth, SearchFilter())
             t2 = time.perf_counter()
             await pipeline.store.search_sparse(pipeline.sparse.query_vector(q), depth, SearchFilter())
             t3 = time.perf_counter()
             await pipeline.search(q, top_k=10)
             t4 = time.perf_counter()
+            await pipeline.search(q, top_k=10, mode=SearchMode.DENSE)
+            t5 = time.perf_counter()
             if i >= 20:
-                stages["encode"].append((t1 - t0) * 1000)
-                stages["dense"].append((t2 - t1) * 1000)
-                stages["sparse"].append((t3 - t2) * 1000)
-                stages["pipeline_hybrid"].append((t4 - t3) * 1000)
-        return {name: _stats(values) for name, values in stages.items()} | {"chunks": pipeline.stats.n_docs}
+                for name, spent in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                    stages[name].append(spent * 1000)
+                top10.append([h.id for h in hits[:10]])
+        return {
+            "chunks": await pipeline.store.count(),
+            "stages": {name: _stats(values) for name, values in stages.items()},
+            "top10": top10,
+        }
     finally:
         await pipeline.close()
         release_lite(settings.milvus_uri)
@@ -195,6 +208,7 @@ def main() -> None:
     chunks = asyncio.run(build_corpus(settings, args.chunks, args.passages))
     print(f"corpus: {chunks} chunks in {data_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
     raw = asyncio.run(raw_engine(settings, queries, args.raw_queries))
+    raw.pop("top10")
     print(f"raw engine (in-process, sequential): {json.dumps(raw)}", flush=True)
     http = asyncio.run(http_runs(data_dir, queries, args.concurrency, args.duration, args.runs, args.mode))
     report = {

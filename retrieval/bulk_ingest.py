@@ -28,7 +28,7 @@ from pathlib import Path
 
 from retrieval.documents import Document, InvalidDocument
 from retrieval.pipeline import PreparedIngest, SearchPipeline
-from retrieval.store.pointer import write_json_atomic
+from retrieval.store.pointer import read_json_record, write_json_atomic
 
 
 class IngestCheckpointError(ValueError):
@@ -64,14 +64,10 @@ class IngestCheckpoint:
     @classmethod
     def load(cls, path: Path) -> IngestCheckpoint | None:
         """The checkpoint in `path`, or None when there is none."""
-        if not path.exists():
-            return None
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise IngestCheckpointError(
-                f"ingest checkpoint {path} is unreadable ({exc}); delete it to start over"
-            ) from exc
+            return read_json_record(path, cls, "ingest checkpoint")
+        except ValueError as exc:
+            raise IngestCheckpointError(str(exc)) from exc
 
 
 def checkpoint_path(folder: Path, source: Path, collection: str) -> Path:

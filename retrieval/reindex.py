@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import re
 import shutil
@@ -49,6 +48,7 @@ from retrieval.store.pointer import (
     check_collection_name,
     collections_dir,
     pointer_for,
+    read_json_record,
     utc_now,
     write_json_atomic,
 )
@@ -130,15 +130,10 @@ class Checkpoint:
     @classmethod
     def load(cls, path: Path) -> Checkpoint | None:
         """The checkpoint in `path`, or None when there is none."""
-        if not path.exists():
-            return None
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**raw)
-        except (ValueError, TypeError) as exc:
-            raise ReindexError(
-                f"reindex checkpoint {path} is unreadable ({exc}); delete it to start over"
-            ) from exc
+            return read_json_record(path, cls, "reindex checkpoint")
+        except ValueError as exc:
+            raise ReindexError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

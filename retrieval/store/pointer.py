@@ -18,11 +18,11 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
@@ -30,6 +30,8 @@ from pymilvus.exceptions import MilvusException
 from retrieval.settings import Settings
 from retrieval.store.milvus import is_lite_uri
 from retrieval.store.protocol import StoreError
+
+_R = TypeVar("_R")
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,19 @@ def check_collection_name(name: str) -> str:
     if not COLLECTION_NAME.match(name):
         raise ValueError(f"invalid Milvus collection name {name!r}")
     return name
+
+
+def read_json_record(path: Path, record: Callable[..., _R], what: str) -> _R | None:
+    """The record `write_json_atomic` left in `path` (fields as keyword arguments), None if absent.
+
+    Raises ValueError naming `what` and the file when it cannot be read back into `record`.
+    """
+    if not path.exists():
+        return None
+    try:
+        return record(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} {path} is unreadable ({exc}); delete it to start over") from exc
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:

@@ -339,27 +339,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
         if not points:
             continue
         sizes = [p["chunks"] for p in points]
-        ax.plot(
-            sizes,
-            [p["http"]["p95_ms"] for p in points],
-            "o-",
-            color=colour,
-            label=f"{index}: HTTP hybrid P95, c={report['concurrency']}",
-        )
-        ax.plot(
-            sizes,
-            [p["stages"]["pipeline_hybrid"]["p95_ms"] for p in points],
-            "s--",
-            color=colour,
-            label=f"{index}: engine hybrid P95, sequential",
-        )
-        ax.plot(
-            sizes,
-            [p["stages"]["pipeline_dense"]["p95_ms"] for p in points],
-            "^:",
-            color=colour,
-            label=f"{index}: engine vector P95, sequential",
-        )
+        curves = [
+            ([p["http"]["p95_ms"] for p in points], "o-", f"HTTP hybrid P95, c={report['concurrency']}"),
+            (
+                [p["stages"]["pipeline_hybrid"]["p95_ms"] for p in points],
+                "s--",
+                "engine hybrid P95, sequential",
+            ),
+            (
+                [p["stages"]["pipeline_dense"]["p95_ms"] for p in points],
+                "^:",
+                "engine vector P95, sequential",
+            ),
+        ]
+        for values, style, label in curves:
+            ax.plot(sizes, values, style, color=colour, label=f"{index}: {label}")
     # Raw-engine runs at other sizes (`eval.bench_milvus_lite`, saved beside the report as
     # milvus-lite-<rows>-<index>.json): Milvus dense + sparse only, random vectors.
     for extra in sorted(path.parent.glob("milvus-lite-*.json")):

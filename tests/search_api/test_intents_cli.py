@@ -54,6 +54,13 @@ def write_lines(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def write_training_file(folder: Path) -> Path:
+    """Every utterance of UTTERANCES with its intent, as a `{"text", "label"}` file."""
+    return write_lines(
+        folder / "train.jsonl", [{"text": t, "label": k} for k, ts in UTTERANCES.items() for t in ts]
+    )
+
+
 @pytest.fixture
 def model_settings(settings: Settings, built_model: BuiltModel) -> Settings:
     seed_model(settings.service.data_dir, built_model)
@@ -71,9 +78,7 @@ def test_train_predict_eval(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data = write_lines(
-        tmp_path / "train.jsonl", [{"text": t, "label": k} for k, ts in UTTERANCES.items() for t in ts]
-    )
+    data = write_training_file(tmp_path)
     held_out = [
         {"text": "沈青岩的父亲是谁", "label": "character"},
         {"text": "照影峰在栖岚山的什么位置", "label": "location"},
@@ -177,9 +182,7 @@ def test_a_head_for_another_embedding_model_is_refused(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data = write_lines(
-        tmp_path / "train.jsonl", [{"text": t, "label": k} for k, ts in UTTERANCES.items() for t in ts]
-    )
+    data = write_training_file(tmp_path)
     out = tmp_path / "model"
     assert (
         run(

@@ -50,10 +50,11 @@ from eval.bench_search_http import QUERIES, http_runs, raw_engine
 from eval.latency import load_query_texts
 from eval.synthetic import PassageStandIn, SyntheticCorpus
 from retrieval.documents import read_jsonl
-from retrieval.encoders.protocol import Encoder, Vectors
+from retrieval.encoders.protocol import Encoder
 from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.store.milvus import release_lite
+from retrieval.types import Vectors
 
 INDEXES = ("FLAT", "IVF_FLAT")
 # Design budget at >= 1M records (issue 8): P95 of a hybrid and of a vector-only search.

@@ -38,12 +38,11 @@ from eval.server import running_server
 from eval.synthetic import PassageStandIn, SyntheticCorpus
 from retrieval.documents import read_jsonl
 from retrieval.encoders.local import OnnxEncoder
-from retrieval.encoders.protocol import Vectors
 from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
-from retrieval.pipeline import SearchMode, SearchPipeline
+from retrieval.pipeline import SearchPipeline
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
-from retrieval.store.filters import SearchFilter
 from retrieval.store.milvus import release_lite
+from retrieval.types import SearchFilter, SearchMode, Vectors
 
 QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
 

@@ -43,14 +43,15 @@ from eval.metrics import (
     markdown_table,
     write_trec,
 )
-from retrieval.documents import Document, InvalidDocument, lexicon_from
+from retrieval.documents import Document, lexicon_from
 from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.remote import RemoteEncoder
 from retrieval.engine import ensure_built_model, lexicon_paths, local_encoder, open_pipeline
-from retrieval.pipeline import SearchMode, SearchPipeline, index_text
+from retrieval.errors import InvalidDocument
+from retrieval.pipeline import SearchPipeline, index_text
 from retrieval.settings import PROJECT_ROOT, Settings
-from retrieval.store.filters import DOC_ID_PATTERN
 from retrieval.store.milvus import store_for
+from retrieval.types import DOC_ID_PATTERN, SearchMode
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.documents import Document, read_jsonl
-from retrieval.encoders.protocol import Encoder, Vectors
+from retrieval.encoders.protocol import Encoder
 from retrieval.settings import PROJECT_ROOT
+from retrieval.types import Vectors
 
 FIXTURES = PROJECT_ROOT / "fixtures" / "kb.jsonl"
 _SENTENCE = re.compile(r"[^。！？]+[。！？]")

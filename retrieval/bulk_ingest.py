@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.documents import Document, InvalidDocument
+from retrieval.documents import Document
+from retrieval.errors import InvalidDocument
 from retrieval.pipeline import PreparedIngest, SearchPipeline
-from retrieval.store.pointer import read_json_record, write_json_atomic
+from retrieval.util import read_json_record, write_json_atomic
 
 
 class IngestCheckpointError(ValueError):
@@ -123,7 +124,7 @@ def read_batches(
             try:
                 docs.append(Document.from_mapping(json.loads(raw)).validate(max_chars))
             except InvalidDocument as exc:
-                raise InvalidDocument(exc.field, f"{path}:{line}: {exc}") from exc
+                raise InvalidDocument(exc.field or "document", f"{path}:{line}: {exc}") from exc
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InvalidDocument("line", f"{path}:{line}: {exc}") from exc
             if len(docs) >= batch:

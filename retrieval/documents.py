@@ -8,15 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.store.filters import DOC_ID_PATTERN, KIND_PATTERN, METADATA_KEY_PATTERN
-
-
-class InvalidDocument(ValueError):
-    """A document that cannot be stored; `field` names the offending part."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+from retrieval.errors import InvalidDocument
+from retrieval.types import DOC_ID_PATTERN, KIND_PATTERN, METADATA_KEY_PATTERN
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ from retrieval.documents import lexicon_from, read_jsonl
 from retrieval.encoders.build import BuiltModel, ensure_model
 from retrieval.encoders.factory import remote_config_from_env, remote_encoder
 from retrieval.encoders.local import OnnxEncoder
-from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable
+from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
+from retrieval.errors import EncoderRejected, EncoderUnavailable, ModelMismatch
+from retrieval.errors import ModelMismatch as RoutingModelMismatch
 from retrieval.fusion import WeightedRRF
 from retrieval.pipeline import PipelineConfig, SearchPipeline
 from retrieval.reindex import resume_journals, spec_for_model_id, summarize
-from retrieval.routing.classifier import ModelMismatch as RoutingModelMismatch
 from retrieval.routing.router import Router, load_router
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
@@ -28,7 +29,6 @@ from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from retrieval.store.milvus import store_for
 from retrieval.store.pointer import pointer_for
-from retrieval.store.protocol import ModelMismatch
 
 logger = logging.getLogger(__name__)
 

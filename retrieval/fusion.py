@@ -12,25 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from retrieval.store.protocol import StoredHit
-
-
-@dataclass(frozen=True, slots=True)
-class SourceEvidence:
-    """Where one retriever placed a hit and what that added to the fused score."""
-
-    rank: int
-    score: float
-    contribution: float
-
-
-@dataclass(frozen=True, slots=True)
-class FusedHit:
-    """A chunk after fusion: the stored fields plus per-retriever evidence."""
-
-    hit: StoredHit
-    score: float
-    sources: dict[str, SourceEvidence] = field(default_factory=dict)
+from retrieval.types import FusedHit, SourceEvidence, StoredHit
 
 
 class Fuser(Protocol):

@@ -12,30 +12,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.chunking import chunk_text
 from retrieval.documents import Document
-from retrieval.encoders.protocol import Encoder, EncoderRejected, EncoderUnavailable, Vectors
-from retrieval.fusion import FusedHit, WeightedRRF
-from retrieval.routing.router import Route, Router, UnknownIntent
+from retrieval.encoders.protocol import Encoder
+from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
+from retrieval.fusion import WeightedRRF
+from retrieval.routing.router import Route, Router
 from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.encoder import Bm25Encoder
-from retrieval.store.filters import SearchFilter
-from retrieval.store.protocol import ChunkRecord, StoredHit, VectorStore
+from retrieval.store.protocol import VectorStore
+from retrieval.types import ChunkRecord, FusedHit, SearchFilter, SearchMode, StoredHit, Vectors
 
 logger = logging.getLogger(__name__)
-
-
-class SearchMode(StrEnum):
-    """Which retrievers a search runs."""
-
-    HYBRID = "hybrid"
-    DENSE = "dense"
-    SPARSE = "sparse"
 
 
 @dataclass(frozen=True)

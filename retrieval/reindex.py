@@ -40,19 +40,13 @@ from tqdm import tqdm
 
 from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
+from retrieval.errors import NoPreviousCollection, ReindexError
 from retrieval.pipeline import SearchPipeline, index_text
 from retrieval.settings import Settings
 from retrieval.store.milvus import HandoverStore, MilvusStore, store_for
-from retrieval.store.pointer import (
-    CollectionPointer,
-    check_collection_name,
-    collections_dir,
-    pointer_for,
-    read_json_record,
-    utc_now,
-    write_json_atomic,
-)
-from retrieval.store.protocol import ChunkRecord, CollectionInfo
+from retrieval.store.pointer import CollectionPointer, check_collection_name, collections_dir, pointer_for
+from retrieval.types import ChunkRecord, CollectionInfo
+from retrieval.util import read_json_record, utc_now, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +58,6 @@ ROLLBACK_JOURNAL = "rollback"
 _T = TypeVar("_T")
 ProgressCallback = Callable[[int, int], None]
 """Called with (chunks copied so far, chunks in the live collection) after every batch."""
-
-
-class ReindexError(RuntimeError):
-    """A reindex or rollback cannot proceed; the live collection is untouched."""
-
-
-class ReindexInProgress(ReindexError):
-    """Another reindex or rollback is running."""
-
-
-class NoPreviousCollection(ReindexError):
-    """Nothing to roll back to: no swap has happened yet."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Name
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Upsert a JSON Lines file of documents into the configured collection (resumable, idempotent)."""
     from retrieval.bulk_ingest import IngestCheckpointError
-    from retrieval.documents import InvalidDocument
+    from retrieval.errors import InvalidDocument
 
     path = Path(args.file)
     if not path.is_file():

@@ -11,26 +11,20 @@ from litestar.exceptions import ClientException, HTTPException, NotFoundExceptio
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from retrieval.documents import InvalidDocument
-from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable
-from retrieval.routing.router import UnknownIntent
-from retrieval.store.filters import InvalidFilter
-from retrieval.store.protocol import StoreError, StoreUnavailable
+from retrieval.errors import RetrievalError
 from search_api.schemas import ErrorBody
 
 logger = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error the client can act on."""
+class ApiError(RetrievalError):
+    """An error of the HTTP request itself (body, keys, paths), as opposed to one the engine raised."""
 
     status = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
+        super().__init__(message, field=field)
         if code:
             self.code = code
 
@@ -54,13 +48,6 @@ class NotFound(ApiError):
 
     status = 404
     code = "not_found"
-
-
-class NotReady(ApiError):
-    """The engine is still starting (model build, fixture ingest) or a dependency is down."""
-
-    status = 503
-    code = "not_ready"
 
 
 def _spec(description: str) -> ResponseSpec:
@@ -116,23 +103,11 @@ def _body(request: Request[Any, Any, Any], code: str, message: str, field: str |
 def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     """Map every exception to a typed error body; unknown ones are 500 with a generic message."""
     status: int
-    if isinstance(exc, ApiError):
-        status, code, message, field = exc.status, exc.code, exc.message, exc.field
-    elif isinstance(exc, InvalidFilter):
-        status, code, message, field = 400, "invalid_filter", str(exc), f"filters.{exc.field}"
-    elif isinstance(exc, InvalidDocument):
-        status, code, message, field = 400, "invalid_document", str(exc), exc.field
-    elif isinstance(exc, UnknownIntent):
-        status, code, message, field = 400, "unknown_route", str(exc), "route"
-    elif isinstance(exc, EncoderUnavailable):
-        status, code, message, field = 503, "encoder_unavailable", str(exc), None
-    elif isinstance(exc, EncoderRejected):
-        status, code, message, field = 502, "encoder_rejected", str(exc), None
-    elif isinstance(exc, StoreUnavailable):
-        status, code, message, field = 503, "store_unavailable", str(exc), None
-    elif isinstance(exc, StoreError):
-        logger.error("store error on %s: %s", request.url.path, exc)
-        status, code, message, field = 503, "store_error", "the vector store failed; retry later", None
+    if isinstance(exc, RetrievalError):
+        status, code, field = exc.status, exc.code, exc.field
+        message = exc.message if exc.client_message is None else exc.client_message
+        if exc.client_message is not None:  # the details are for the operator, not the client
+            logger.error("%s on %s: %s", code, request.url.path, exc)
     elif isinstance(exc, ValidationException):
         details = [d for d in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(d, dict)]
         first = details[0] if details else {}

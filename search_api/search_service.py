@@ -14,11 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, filters_key, normalise_query
-from retrieval.encoders.protocol import Vectors
-from retrieval.fusion import FusedHit
 from retrieval.highlight import find_terms, mark
-from retrieval.pipeline import SearchMode, SearchOutcome, SearchPipeline
-from retrieval.store.filters import SearchFilter
+from retrieval.pipeline import SearchOutcome, SearchPipeline
+from retrieval.types import FusedHit, SearchFilter, SearchMode, Vectors
 from search_api.reply import CachedReply, encode_shared, splice
 from search_api.schemas import (
     Explanation,

@@ -26,21 +26,14 @@ from retrieval.engine import (
     parse_spec,
     wait_for_remote,
 )
+from retrieval.errors import NoPreviousCollection, NotReady, ReindexError, ReindexInProgress, StoreUnavailable
 from retrieval.pipeline import SearchPipeline
-from retrieval.reindex import (
-    NoPreviousCollection,
-    ReindexError,
-    ReindexInProgress,
-    RollbackReport,
-    spec_for_model_id,
-    summarize,
-)
+from retrieval.reindex import RollbackReport, spec_for_model_id, summarize
 from retrieval.reindex import reindex as reindex_collection
 from retrieval.reindex import rollback as rollback_collection
 from retrieval.settings import Settings
-from retrieval.store.pointer import pointer_for, utc_now
-from retrieval.store.protocol import StoreUnavailable
-from search_api.errors import NotReady
+from retrieval.store.pointer import pointer_for
+from retrieval.util import utc_now
 from search_api.intents_cli import ensure_default_head
 from search_api.search_service import SearchService
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from retrieval.encoders.build import BuiltModel, build_model
-from retrieval.encoders.protocol import Vectors
 from retrieval.encoders.registry import default_checkpoint_dir
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
+from retrieval.types import Vectors
 
 SHARED = PROJECT_ROOT.parent / "shared"
 CMRC_DEV = SHARED / "data" / "cmrc2018" / "cmrc2018_dev.json"

@@ -20,8 +20,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.sparse.tokenizer import normalise
-from retrieval.store.filters import SearchFilter
+from retrieval.text import normalise
+from retrieval.types import SearchFilter
 
 Tier = Literal["exact", "semantic"]
 GuardReason = Literal["entities", "negation", "numbers"]

@@ -45,7 +45,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from retrieval.cache.breaker import BreakerState, CircuitBreaker, RateLimitedWarning
 from retrieval.cache.config import CacheConfig
 from retrieval.cache.guards import guard_signature
 from retrieval.cache.metrics import CacheMetrics
@@ -59,6 +58,7 @@ from retrieval.cache.protocol import (
     Tier,
 )
 from retrieval.cache.semantic_index import SemanticIndex, unit_vector
+from retrieval.util import BreakerState, CircuitBreaker, RateLimitedWarning
 
 logger = logging.getLogger(__name__)
 

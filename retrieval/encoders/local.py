@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.encoders.pooling import l2_normalize, mean_pool
-from retrieval.encoders.protocol import Vectors
 from retrieval.encoders.session import create_session
 from retrieval.encoders.tokenization import encode_batch, load_tokenizer
+from retrieval.types import Vectors
 
 
 @dataclass

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
-Vectors = npt.NDArray[np.float32]
-"""A (n, dim) float32 matrix of L2-normalised embeddings, one row per input text."""
-
-
-class EncoderUnavailable(RuntimeError):
-    """The encoder cannot answer now (service down, timing out, unusable replies); callers may degrade."""
-
-
-class EncoderRejected(ValueError):
-    """The encoder answered but refused the request (wrong key, unknown model, input it won't take).
-
-    Retrying cannot help; a search may still degrade to sparse-only, an ingest must fail.
-    """
+from retrieval.types import Vectors
 
 
 @runtime_checkable

@@ -34,7 +34,8 @@ import httpx
 import numpy as np
 
 from retrieval.encoders.pooling import l2_normalize
-from retrieval.encoders.protocol import EncoderRejected, EncoderUnavailable, Vectors
+from retrieval.errors import EncoderRejected, EncoderUnavailable
+from retrieval.types import Vectors
 
 logger = logging.getLogger(__name__)
 

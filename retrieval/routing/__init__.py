@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from retrieval.routing.classifier import IntentClassifier, IntentPrediction, ModelMismatch, TrainConfig
+from retrieval.errors import ModelMismatch, UnknownIntent
+from retrieval.routing.classifier import IntentClassifier, IntentPrediction, TrainConfig
 from retrieval.routing.router import (
     Route,
     Router,
     RouteSpec,
     RoutingTable,
-    UnknownIntent,
     apply_kind_boosts,
     load_router,
     load_routing_table,

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.errors import ModelMismatch
 from retrieval.routing.features import QueryFeatures
 from retrieval.routing.report import macro_f1
 
@@ -63,10 +64,6 @@ LABELS_FILE = "labels.json"
 FEATURES_FILE = "features.json"
 META_FILE = "meta.json"
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt", "effective")
-
-
-class ModelMismatch(ValueError):
-    """The classifier was trained on vectors of another embedding model (or dimension)."""
 
 
 @dataclass(frozen=True)

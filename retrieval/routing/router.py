@@ -36,21 +36,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.fusion import FusedHit
+from retrieval.errors import UnknownIntent
 from retrieval.routing.classifier import IntentClassifier, Precision
-from retrieval.store.filters import KIND_PATTERN, SearchFilter
+from retrieval.types import KIND_PATTERN, FusedHit, SearchFilter
 
 if TYPE_CHECKING:
-    from retrieval.pipeline import SearchMode
+    from retrieval.types import SearchMode
 
 BOOST_MODES = ("multiply", "add")
 RESERVED_NAMES = frozenset({"default", "none"})
 MAX_CANDIDATES = 1000
 ROUTE_OFF = "none"
-
-
-class UnknownIntent(ValueError):
-    """A forced route names an intent the routing table does not have."""
 
 
 # -- kind boosts -------------------------------------------------------------------------------
@@ -134,7 +130,7 @@ class Route:
     @property
     def mode(self) -> SearchMode:
         """`mode_name` as the pipeline's enum."""
-        from retrieval.pipeline import SearchMode  # the pipeline may import routing; keep this lazy
+        from retrieval.types import SearchMode
 
         return SearchMode(self.mode_name)
 

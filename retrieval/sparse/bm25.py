@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-SparseVector = dict[int, float]
-"""Milvus sparse vector: term id -> weight (only non-zero, non-negative weights)."""
+from retrieval.types import SparseVector
 
 _MAX_TERM_ID = 2**32 - 2  # Milvus sparse indices are uint32; keep clear of the sentinel max.
 

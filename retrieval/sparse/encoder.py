@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrieval.sparse.bm25 import Bm25Statistics, SparseVector, TermCounts
+from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.tokenizer import JiebaTokenizer
-from retrieval.store.protocol import StoredTerms
+from retrieval.types import SparseVector, StoredTerms
 
 
 @dataclass

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jieba
 
+from retrieval.text import normalise
+
 logger = logging.getLogger(__name__)
 
 # Function words and question particles that carry no retrieval signal in either corpus or query.
@@ -75,11 +77,6 @@ STOPWORDS = frozenset(
 # Weight given to lexicon words in jieba's dictionary: high enough that jieba keeps a name whole
 # instead of splitting it into more frequent pieces.
 _LEXICON_FREQ = 200_000
-
-
-def normalise(text: str) -> str:
-    """NFKC (full-width to half-width) and lower case, so 'ＡＢＣ' and 'abc' index alike."""
-    return unicodedata.normalize("NFKC", text).lower()
 
 
 def _is_token(word: str) -> bool:

@@ -27,19 +27,11 @@ from pymilvus.exceptions import (
     MilvusUnavailableException,
 )
 
-from retrieval.cache.breaker import CircuitBreaker
+from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.settings import Settings
-from retrieval.sparse.bm25 import SparseVector
-from retrieval.store.filters import SearchFilter
-from retrieval.store.protocol import (
-    ChunkRecord,
-    CollectionInfo,
-    ModelMismatch,
-    StoredHit,
-    StoredTerms,
-    StoreError,
-    StoreUnavailable,
-)
+from retrieval.store.filters import doc_ids_expression, milvus_expression
+from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
+from retrieval.util import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +326,7 @@ class MilvusStore:
         """Stored rows of these documents (100 ids per query keeps each expression short)."""
         found: list[dict[str, Any]] = []
         for start in range(0, len(doc_ids), 100):
-            expr = SearchFilter.build(doc_ids=doc_ids[start : start + 100]).expression()
+            expr = doc_ids_expression(doc_ids[start : start + 100])
             rows = await self._call(
                 "query",
                 self._async().query(
@@ -381,7 +373,7 @@ class MilvusStore:
                 data=data,
                 anns_field=field,
                 limit=limit,
-                filter=where.expression(),
+                filter=milvus_expression(where),
                 output_fields=_HIT_FIELDS,
                 search_params=params,
                 timeout=self.search_timeout_s,

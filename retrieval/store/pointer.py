@@ -15,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from retrieval.errors import PointerError
 from retrieval.settings import Settings
 from retrieval.store.milvus import is_lite_uri
-from retrieval.store.protocol import StoreError
+from retrieval.util import utc_now, write_json_atomic
 
 _R = TypeVar("_R")
 
@@ -38,10 +35,6 @@ logger = logging.getLogger(__name__)
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 """Milvus collection (and alias) names: a letter or underscore, then letters, digits, underscores."""
 MAX_HISTORY = 50
-
-
-class PointerError(StoreError):
-    """The pointer cannot be read or written (corrupt file, alias call failed)."""
 
 
 @dataclass(frozen=True)
@@ -91,53 +84,11 @@ class CollectionPointer(Protocol):
         ...
 
 
-def utc_now() -> str:
-    """The current UTC time in ISO 8601, to the second."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
 def check_collection_name(name: str) -> str:
     """`name` if Milvus accepts it as a collection name; else ValueError."""
     if not COLLECTION_NAME.match(name):
         raise ValueError(f"invalid Milvus collection name {name!r}")
     return name
-
-
-def read_json_record(path: Path, record: Callable[..., _R], what: str) -> _R | None:
-    """The record `write_json_atomic` left in `path` (fields as keyword arguments), None if absent.
-
-    Raises ValueError naming `what` and the file when it cannot be read back into `record`.
-    """
-    if not path.exists():
-        return None
-    try:
-        return record(**json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what} {path} is unreadable ({exc}); delete it to start over") from exc
-
-
-def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Replace `path` with `payload` so a reader sees the old file or the new one, never a torn one.
-
-    Written to a temporary file in the same folder, flushed to disk, renamed over the target, and
-    the folder synced so the rename itself survives a power cut.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, ensure_ascii=False, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def collections_dir(settings: Settings) -> Path:

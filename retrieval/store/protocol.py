@@ -3,78 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.sparse.bm25 import SparseVector
-from retrieval.store.filters import SearchFilter
-
-
-class StoreError(RuntimeError):
-    """The store failed or cannot be reached."""
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot be reached now (timeout, connection refused); retry later."""
-
-
-class ModelMismatch(StoreError):
-    """The collection was built by another embedding model or dimension."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRecord:
-    """One chunk as stored: text, provenance, and both vectors."""
-
-    id: str
-    doc_id: str
-    title: str
-    kind: str
-    text: str
-    chunk_index: int
-    metadata: dict[str, Any]
-    dense: npt.NDArray[np.float32]
-    sparse: SparseVector
-    terms: dict[str, list[int]]
-    """BM25 bookkeeping: token -> [term id, count]; lets statistics be rebuilt from the store."""
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTerms:
-    """A stored chunk's BM25 bookkeeping."""
-
-    chunk_id: str
-    doc_id: str
-    terms: dict[str, list[int]]
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredHit:
-    """One chunk returned by a retriever, with that retriever's score (higher is better)."""
-
-    id: str
-    score: float
-    doc_id: str = ""
-    title: str = ""
-    kind: str = ""
-    text: str = ""
-    chunk_index: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class CollectionInfo:
-    """What a collection records about how it was built."""
-
-    name: str
-    model_id: str
-    dim: int
-    rows: int
+from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
 
 
 class VectorStore(Protocol):

@@ -8,9 +8,8 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from retrieval.reindex import NoPreviousCollection, ReindexError, ReindexInProgress
+from retrieval.errors import ModelMismatch, NoPreviousCollection, ReindexError, ReindexInProgress
 from retrieval.store.pointer import pointer_for
-from retrieval.store.protocol import ModelMismatch
 from search_api.auth import admin_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import Body

@@ -7,7 +7,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from retrieval.documents import Document
 from retrieval.pipeline import IngestReport
-from retrieval.store.filters import DOC_ID_PATTERN
+from retrieval.types import DOC_ID_PATTERN
 from search_api.auth import admin_guard
 from search_api.errors import ERROR_RESPONSES, ApiError, NotFound
 from search_api.schemas import DocumentsRequest, DocumentsResponse

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, MediaType, Response, post
 from litestar.status_codes import HTTP_200_OK
 
-from retrieval.store.filters import SearchFilter
+from retrieval.types import SearchFilter
 from search_api.auth import search_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import (

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from retrieval.bulk_ingest import BulkProgress, IngestCheckpoint, bulk_ingest, checkpoint_path
-from retrieval.documents import InvalidDocument
 from retrieval.engine import open_pipeline
+from retrieval.errors import InvalidDocument
 from retrieval.pipeline import SearchPipeline
 from retrieval.settings import Settings, load_settings
 from tests.conftest import HashingEncoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrieval.fusion import WeightedRRF
-from retrieval.store.protocol import StoredHit
+from retrieval.types import StoredHit
 
 
 def _hits(*ids: str) -> list[StoredHit]:

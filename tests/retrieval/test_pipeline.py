@@ -11,13 +11,13 @@ from rank_bm25 import BM25Okapi
 
 from retrieval.documents import Document
 from retrieval.engine import open_pipeline
-from retrieval.pipeline import SearchMode, SearchPipeline, index_text
+from retrieval.errors import ModelMismatch
+from retrieval.pipeline import SearchPipeline, index_text
 from retrieval.routing.classifier import TrainConfig, train_ensemble
 from retrieval.routing.features import QueryFeatures
 from retrieval.routing.router import Router, parse_routing_table
 from retrieval.settings import Settings
-from retrieval.store.filters import SearchFilter
-from retrieval.store.protocol import ModelMismatch
+from retrieval.types import SearchFilter, SearchMode
 from tests.conftest import HashingEncoder
 
 pytestmark = pytest.mark.integration

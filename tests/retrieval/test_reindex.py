@@ -14,21 +14,14 @@ from retrieval.encoders.build import BuiltModel
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.remote import RemoteEncoder, RemoteEncoderConfig
 from retrieval.engine import build_tokenizer, encoder_from_spec, local_encoder, open_pipeline, parse_spec
-from retrieval.pipeline import SearchMode, SearchPipeline
-from retrieval.reindex import (
-    Checkpoint,
-    NoPreviousCollection,
-    ReindexPaths,
-    collection_name,
-    reindex,
-    rollback,
-)
+from retrieval.errors import ModelMismatch, NoPreviousCollection, PointerError
+from retrieval.pipeline import SearchPipeline
+from retrieval.reindex import Checkpoint, ReindexPaths, collection_name, reindex, rollback
 from retrieval.settings import Settings, load_settings
 from retrieval.sparse.tokenizer import JiebaTokenizer
-from retrieval.store.filters import SearchFilter
 from retrieval.store.milvus import MilvusStore
-from retrieval.store.pointer import FilePointer, PointerError, pointer_for
-from retrieval.store.protocol import ModelMismatch, StoredHit
+from retrieval.store.pointer import FilePointer, pointer_for
+from retrieval.types import SearchFilter, SearchMode, StoredHit
 from tests.conftest import HashingEncoder
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
 

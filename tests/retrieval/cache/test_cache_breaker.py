@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from retrieval.cache.breaker import BreakerState, CircuitBreaker, RateLimitedWarning
 from retrieval.cache.config import CacheConfig
+from retrieval.util import BreakerState, CircuitBreaker, RateLimitedWarning
 
 
 class FakeClock:

@@ -18,7 +18,7 @@ from retrieval.cache import (
 )
 from retrieval.cache.guards import chinese_numeral_value, negations_in, numbers_in
 from retrieval.sparse.tokenizer import JiebaTokenizer
-from retrieval.store.filters import SearchFilter
+from retrieval.types import SearchFilter
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,14 @@ from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.ollama import OllamaEncoder
 from retrieval.encoders.openai_compat import OpenAICompatEncoder
 from retrieval.encoders.pooling import l2_normalize
-from retrieval.encoders.protocol import Encoder, EncoderUnavailable
+from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.remote import (
     EncoderRequestError,
     EncoderResponseError,
     RemoteEncoder,
     RemoteEncoderConfig,
 )
+from retrieval.errors import EncoderUnavailable
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration

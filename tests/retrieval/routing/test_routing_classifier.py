@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.errors import ModelMismatch
 from retrieval.routing.classifier import (
     IntentClassifier,
     KindAnchors,
-    ModelMismatch,
     TrainConfig,
     average_linear_heads,
     class_weights,

@@ -8,20 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.fusion import FusedHit, SourceEvidence
-from retrieval.pipeline import SearchMode
+from retrieval.errors import UnknownIntent
 from retrieval.routing.classifier import DenseLayer, IntentClassifier
 from retrieval.routing.router import (
     Router,
-    UnknownIntent,
     apply_kind_boosts,
     load_router,
     load_routing_table,
     parse_routing_table,
 )
 from retrieval.settings import PROJECT_ROOT
-from retrieval.store.filters import SearchFilter
-from retrieval.store.protocol import StoredHit
+from retrieval.types import FusedHit, SearchFilter, SearchMode, SourceEvidence, StoredHit
 
 pytestmark = pytest.mark.unit
 

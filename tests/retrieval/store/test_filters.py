@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.store.filters import InvalidFilter, SearchFilter
+from retrieval.errors import InvalidFilter
+from retrieval.store.filters import milvus_expression
+from retrieval.types import SearchFilter
 
 
 @pytest.mark.unit
@@ -12,13 +14,13 @@ def test_expression_from_valid_parts() -> None:
     f = SearchFilter.build(
         kinds=["item", "character"], doc_ids=["char-0001"], metadata={"realm": "金丹", "rank": 3}
     )
-    assert f.expression() == (
+    assert milvus_expression(f) == (
         'kind in ["character", "item"] and doc_id in ["char-0001"] '
         'and metadata["rank"] == 3 and metadata["realm"] == "金丹"'
     )
     assert SearchFilter.build(kinds="item").kinds == ("item",)
-    assert SearchFilter().expression() == ""
-    assert SearchFilter.build(metadata={"alive": True}).expression() == 'metadata["alive"] == true'
+    assert milvus_expression(SearchFilter()) == ""
+    assert milvus_expression(SearchFilter.build(metadata={"alive": True})) == 'metadata["alive"] == true'
 
 
 @pytest.mark.unit
@@ -58,5 +60,5 @@ def test_injection_attempts_are_refused(kinds: object, doc_ids: object, metadata
 def test_operators_inside_a_value_stay_inside_one_string_literal(value: str) -> None:
     # Without quotes, backslashes or control characters a value cannot close its literal, so
     # whatever operators it spells are text compared for equality, never parsed as expression.
-    expression = SearchFilter.build(metadata={"realm": value}).expression()
+    expression = milvus_expression(SearchFilter.build(metadata={"realm": value}))
     assert expression == f'metadata["realm"] == "{value}"'

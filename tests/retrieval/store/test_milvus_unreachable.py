@@ -14,10 +14,10 @@ import numpy.typing as npt
 import pytest
 
 from eval.server import free_port
-from retrieval.cache.breaker import BreakerState
-from retrieval.store.filters import SearchFilter
+from retrieval.errors import StoreUnavailable
 from retrieval.store.milvus import MilvusStore
-from retrieval.store.protocol import StoreUnavailable
+from retrieval.types import SearchFilter
+from retrieval.util import BreakerState
 
 
 @pytest.fixture

@@ -1,19 +1,29 @@
-"""A circuit breaker and a rate-limited warning, so a dead backend costs nothing per request.
+"""Helpers every role may use: a circuit breaker, atomic JSON records, clocks and digests.
 
-With Redis down every call would otherwise wait for a connect timeout and log a line. The breaker
-opens after `failure_threshold` consecutive failures; while open, calls are refused at once;
-after `cooldown_s` one probe call is let through (half-open) and its outcome closes or re-opens it.
+Imports no role. A dead backend (Redis, Milvus) must cost nothing per request, so each client
+guards its calls with one `CircuitBreaker`; state files (pointers, checkpoints, statistics) must
+survive a crash whole, so they are written with `write_json_atomic`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+_R = TypeVar("_R")
 
 logger = logging.getLogger(__name__)
+
+# -- circuit breaker --------------------------------------------------------------------------
 
 
 class BreakerState(StrEnum):
@@ -139,3 +149,53 @@ class RateLimitedWarning:
         self._log.warning(message, *args)
         self._last = now
         self.suppressed = 0
+
+
+# -- atomic JSON records and clocks ----------------------------------------------------------
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601, to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def read_json_record(path: Path, record: Callable[..., _R], what: str) -> _R | None:
+    """The record `write_json_atomic` left in `path` (fields as keyword arguments), None if absent.
+
+    Raises ValueError naming `what` and the file when it cannot be read back into `record`.
+    """
+    if not path.exists():
+        return None
+    try:
+        return record(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} {path} is unreadable ({exc}); delete it to start over") from exc
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    """Replace `path` with `payload` so a reader sees the old file or the new one, never a torn one.
+
+    Written to a temporary file in the same folder, flushed to disk, renamed over the target, and
+    the folder synced so the rename itself survives a power cut.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, ensure_ascii=False, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, as hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

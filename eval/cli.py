@@ -59,7 +59,7 @@ def resolve_dataset(name: str, settings: Settings, cmrc_input: Path, quiet: bool
                 f"dataset {name!r} is neither a folder nor one of {', '.join(DATASET_SHORTCUTS)}"
             )
         return path.resolve(), path.resolve().name
-    out = settings.service.data_dir / "datasets" / name
+    out = settings.data.dir / "datasets" / name
     if name == "fixtures":
         report = convert_fixtures(FIXTURES_DIR, out)
     else:
@@ -80,7 +80,7 @@ def _compare_encoders(specs: str, config: QualityConfig, settings: Settings) -> 
     """Score the same dataset with each encoder spec; print and write one table across them."""
     from eval.metrics import METRICS, markdown_table
     from eval.quality import run_quality
-    from retrieval.engine import encoder_from_spec, parse_spec
+    from retrieval.collections.specs import encoder_from_spec, parse_spec
 
     rows: list[list[object]] = []
     for spec in (s.strip() for s in specs.split(",") if s.strip()):
@@ -124,6 +124,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         max_p=args.max_p,
         quiet=args.quiet,
         dataset_name=name,
+        cache=args.cache == "on",
     )
     if args.encoder:
         return _compare_encoders(args.encoder, config, settings)
@@ -294,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument(
         "--depth", type=_positive_int, default=100, help="documents kept per query (default 100)"
     )
+    quality.add_argument(
+        "--cache",
+        choices=["on", "off"],
+        default="off",
+        help="search through the configured cache, as served (default off: every answer computed)",
+    )
     quality.add_argument("--batch", type=_positive_int, default=128, help="documents per ingest call")
     quality.add_argument("--max-p", type=float, default=0.05, help="significance level of the paired t-test")
     quality.add_argument("--cmrc-input", default=str(CMRC_DEV), help="CMRC file for the cmrc-* shortcuts")
@@ -347,7 +354,34 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--fixtures", default=str(FIXTURES_DIR))
     fixtures.add_argument("--out", required=True)
     fixtures.set_defaults(func=cmd_convert_fixtures)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark of eval/bench/ (its own options follow the name; NAME --help lists them)",
+    )
+    bench.add_argument("name", choices=benchmark_names())
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(func=cmd_bench, quiet=False, log_level="INFO")
     return parser
+
+
+def benchmark_names() -> list[str]:
+    """The benchmarks of `eval.bench` (every module with a `main`, but the shared helpers)."""
+    import pkgutil
+
+    import eval.bench
+
+    helpers = {"stats", "results"}
+    return sorted(m.name for m in pkgutil.iter_modules(eval.bench.__path__) if m.name not in helpers)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `eval.bench.<name>.main` with the remaining options."""
+    import importlib
+
+    module = importlib.import_module(f"eval.bench.{args.name}")
+    code = module.main(args.options)
+    return int(code or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from eval.metrics import latency_summary, markdown_table
+from eval.bench.stats import latency_summary
+from eval.metrics import markdown_table
 
 DEFAULT_BUDGET_MS: dict[str, float] = {"hybrid": 600.0, "sparse": 600.0, "dense": 400.0}
 MAX_DURATION_S = 600.0

@@ -198,33 +198,6 @@ def read_trec(path: Path) -> RankedRun:
     return {q: [(d, s) for _, d, s in sorted(entries)] for q, entries in rows.items()}
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), `q` in [0, 100]."""
-    if not values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError("percentile must be within [0, 100]")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
-    """count, mean, p50, p95, p99 and max of latencies in milliseconds."""
-    if not values_ms:
-        return {"count": 0}
-    return {
-        "count": len(values_ms),
-        "mean_ms": sum(values_ms) / len(values_ms),
-        "p50_ms": percentile(values_ms, 50),
-        "p95_ms": percentile(values_ms, 95),
-        "p99_ms": percentile(values_ms, 99),
-        "max_ms": max(values_ms),
-    }
-
-
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table; floats get 4 decimals."""
 

@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from eval.beir import BeirDataset, CorpusDoc, DatasetError, corpus_digest, dataset_digest, load_beir
+from eval.bench.stats import latency_summary
 from eval.confusion import CONFUSION_FILE, ConfusionMatrix
 from eval.converters import REPORT_FILE as CONVERSION_FILE
 from eval.metrics import (
@@ -39,18 +40,19 @@ from eval.metrics import (
     compare_runs,
     evaluate_run,
     first_per_document,
-    latency_summary,
     markdown_table,
     write_trec,
 )
+from retrieval.collections.specs import ensure_built_model, local_encoder
+from retrieval.collections.stores import store_for
 from retrieval.documents import Document, lexicon_from
 from retrieval.encoders.protocol import Encoder
-from retrieval.encoders.remote import RemoteEncoder
-from retrieval.engine import ensure_built_model, lexicon_paths, local_encoder, open_pipeline
+from retrieval.engine import Engine, lexicon_paths, open_engine
 from retrieval.errors import InvalidDocument
-from retrieval.pipeline import SearchPipeline, index_text
+from retrieval.knowledge_base import index_text
+from retrieval.routing.router import ROUTE_OFF
+from retrieval.service import SearchQuery, SearchService
 from retrieval.settings import PROJECT_ROOT, Settings
-from retrieval.store.milvus import store_for
 from retrieval.types import DOC_ID_PATTERN, SearchMode
 
 logger = logging.getLogger(__name__)
@@ -61,15 +63,14 @@ MODES: Mapping[str, SearchMode] = {
     "hybrid": SearchMode.HYBRID,
 }
 ROUTED = "routed"
-ROUTE_PARAMETER = "route"
-"""The `pipeline.search` keyword the routing work adds; its presence is what enables `routed`."""
+"""Hybrid with the intent router choosing the route; the other modes turn routing off."""
 
 STORE_SCHEMA = 1
 """Bump when what `quality` stores per document changes, so old collections are not reused."""
 
 
 class RoutingUnavailable(RuntimeError):
-    """`routed` was asked for but the pipeline has no router yet."""
+    """`routed` was asked for but the engine has no router."""
 
 
 def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -83,42 +84,11 @@ def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def routing_available(pipeline: SearchPipeline | type[SearchPipeline] = SearchPipeline) -> bool:
-    """Whether `search` accepts a route (the routing work's hook); checkable before any pipeline exists."""
-    return ROUTE_PARAMETER in inspect.signature(pipeline.search).parameters
-
-
-ROUTING_UNAVAILABLE = (
-    "routing not available yet: pipeline.search() has no `route` parameter "
-    "(evaluate bm25, dense and hybrid until the router lands)"
-)
-
-
-def search_arguments(mode_name: str, pipeline: SearchPipeline) -> dict[str, Any]:
-    """Keyword arguments of `pipeline.search` for an evaluation mode.
-
-    This is the single place the routing work plugs in. The assumed contract mirrors the API's
-    `route` field: `route=None` (the default) lets the router decide, `route="none"` turns it off.
-    So baselines pass `route="none"` once routing exists, and `routed` leaves the router to choose.
-    """
-    routed_capable = routing_available(pipeline)
+def mode_query(mode_name: str, text: str, depth: int, *, cache: bool) -> SearchQuery:
+    """The served query of an evaluation mode: `routed` lets the router choose, the rest turn it off."""
     if mode_name == ROUTED:
-        if not routed_capable:
-            raise RoutingUnavailable(ROUTING_UNAVAILABLE)
-        return {"mode": SearchMode.HYBRID}
-    arguments: dict[str, Any] = {"mode": MODES[mode_name]}
-    if routed_capable:
-        arguments[ROUTE_PARAMETER] = "none"
-    return arguments
-
-
-def predicted_intent(outcome: Any) -> str | None:
-    """The intent the router chose for a search outcome, if the outcome tells (`.route.intent`)."""
-    route = getattr(outcome, "route", None)
-    if route is None:
-        return None
-    intent = route.get("intent") if isinstance(route, Mapping) else getattr(route, "intent", None)
-    return None if intent is None else str(intent)
+        return SearchQuery(text, top_k=depth, mode=SearchMode.HYBRID, use_cache=cache)
+    return SearchQuery(text, top_k=depth, mode=MODES[mode_name], route=ROUTE_OFF, use_cache=cache)
 
 
 class StoreIds:
@@ -171,6 +141,8 @@ class QualityConfig:
     max_p: float = 0.05
     quiet: bool = False
     dataset_name: str = ""
+    cache: bool = False
+    """Search through the configured cache (as served) instead of computing every answer."""
 
     def __post_init__(self) -> None:
         if self.depth < 10:
@@ -225,9 +197,9 @@ def with_overrides(
         raise ValueError("RRF k and weights must be >= 0")
     return dataclasses.replace(
         settings,
-        service=settings.service
+        data=settings.data
         if data_dir is None
-        else dataclasses.replace(settings.service, data_dir=data_dir.resolve()),
+        else dataclasses.replace(settings.data, dir=data_dir.resolve()),
         model=settings.model
         if precision is None
         else dataclasses.replace(settings.model, precision=precision),
@@ -239,7 +211,7 @@ def eval_store_settings(settings: Settings) -> Settings:
     """Point Milvus Lite at the evaluation's own file; a configured Milvus server is used as is."""
     if settings.store.uri:
         return settings
-    uri = str(settings.service.data_dir / "eval" / "milvus.db")
+    uri = str(settings.data.dir / "eval" / "milvus.db")
     return dataclasses.replace(settings, store=dataclasses.replace(settings.store, uri=uri))
 
 
@@ -315,13 +287,12 @@ async def _open_ingested(
     encoder: Encoder,
     dataset: BeirDataset,
     ids: StoreIds,
-    quiet: bool,
-    batch: int,
-) -> tuple[SearchPipeline, dict[str, Any]]:
-    """Open the dataset's collection, ingesting it first unless a complete copy is there."""
+    config: QualityConfig,
+) -> tuple[Engine, dict[str, Any]]:
+    """The engine over the dataset's collection, ingesting it first unless a complete copy is there."""
     name = collection_name(corpus_digest(dataset.root), encoder.model_id, settings)
-    marker = settings.service.data_dir / "eval" / f"{name}.json"
-    docs, skipped = _documents(dataset.corpus, ids, settings.search.max_document_chars)
+    marker = settings.data.dir / "eval" / f"{name}.json"
+    docs, skipped = _documents(dataset.corpus, ids, settings.data.max_document_chars)
     recorded: dict[str, Any] = json.loads(marker.read_text()) if marker.is_file() else {}
     probe = store_for(settings, name)
     try:
@@ -335,19 +306,23 @@ async def _open_ingested(
         await probe.close()
     if not complete:
         marker.unlink(missing_ok=True)
-        stats = settings.service.data_dir / "bm25" / f"{name}.json"
+        stats = settings.data.dir / "bm25" / f"{name}.json"
         stats.unlink(missing_ok=True)
         stats.with_suffix(".dirty").unlink(missing_ok=True)
-    pipeline = await open_pipeline(settings, collection=name, encoder=encoder)
+    # The same engine the API serves, over this collection; its own fixtures stay out of it.
+    engine = await open_engine(
+        settings, encoder=encoder, collection=name, cache=config.cache, ingest_fixtures=False
+    )
     if complete:
-        return pipeline, {**recorded, "collection": name, "skipped": True}
+        return engine, {**recorded, "collection": name, "skipped": True}
     try:
         started = time.perf_counter()
         chunks = 0
-        with tqdm(total=len(docs), desc="ingest+encode", unit="doc", disable=quiet) as bar:
+        batch = config.ingest_batch
+        with tqdm(total=len(docs), desc="ingest+encode", unit="doc", disable=config.quiet) as bar:
             for start in range(0, len(docs), batch):
                 part = docs[start : start + batch]
-                report = await pipeline.ingest(part, chunk=False)
+                report = await engine.kb.ingest(part, chunk=False)
                 chunks += report.chunks
                 bar.update(len(part))
         info = {
@@ -362,33 +337,33 @@ async def _open_ingested(
         }
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(info, indent=2) + "\n")
-        return pipeline, {**info, "skipped": False}
+        return engine, {**info, "skipped": False}
     except BaseException:
-        await pipeline.close()
+        await engine.close()
         raise
 
 
 async def _run_mode(
-    pipeline: SearchPipeline,
+    service: SearchService,
     mode_name: str,
     queries: Sequence[tuple[str, str, str | None]],
     ids: StoreIds,
-    depth: int,
-    quiet: bool,
+    config: QualityConfig,
 ) -> tuple[RankedRun, list[float], list[tuple[str, str]]]:
-    arguments = search_arguments(mode_name, pipeline)
+    depth = config.depth
     # One untimed search first: the first call pays one-off costs (thread pools, jieba cache).
-    await pipeline.search(queries[0][1], top_k=depth, **arguments)
+    await service.search(mode_query(mode_name, queries[0][1], depth, cache=False))
     run: RankedRun = {}
     took: list[float] = []
     pairs: list[tuple[str, str]] = []
-    for query_id, text, intent in tqdm(queries, desc=mode_name, unit="query", disable=quiet):
-        outcome = await pipeline.search(text, top_k=depth, **arguments)
-        took.append(outcome.took_ms)
-        run[query_id] = first_per_document((ids.to_beir(h.hit.doc_id), h.score) for h in outcome.hits)[:depth]
-        predicted = predicted_intent(outcome)
+    for query_id, text, intent in tqdm(queries, desc=mode_name, unit="query", disable=config.quiet):
+        result = await service.search(mode_query(mode_name, text, depth, cache=config.cache))
+        took.append(result.took_ms)
+        answer = result.answer
+        run[query_id] = first_per_document((ids.to_beir(h.doc_id), h.score) for h in answer.hits)[:depth]
+        predicted = answer.route.get("intent") if answer.route is not None and mode_name == ROUTED else None
         if intent is not None and predicted is not None:
-            pairs.append((intent, predicted))
+            pairs.append((intent, str(predicted)))
     return run, took, pairs
 
 
@@ -417,33 +392,31 @@ async def run_quality(
     if spaced:
         # Checked up front: TREC run files are whitespace-separated, and failing after an ingest wastes it.
         raise DatasetError(f"ids with whitespace cannot go into TREC run files, e.g. {spaced[0]!r}")
-    if ROUTED in config.modes and not routing_available():
-        raise RoutingUnavailable(ROUTING_UNAVAILABLE)  # before the model build, not after
     settings = eval_store_settings(settings)
     encoder = encoder or default_encoder(settings)
     ids = StoreIds(list(dataset.corpus))
     try:
-        if isinstance(encoder, RemoteEncoder):
-            await encoder.discover_dim()  # a collection is named and sized by the model's dimension
-        pipeline, ingest = await _open_ingested(
-            settings, encoder, dataset, ids, config.quiet, config.ingest_batch
-        )
+        await encoder.discover_dim()  # a collection is named and sized by the model's dimension
+        engine, ingest = await _open_ingested(settings, encoder, dataset, ids, config)
     except BaseException:
-        await encoder.close()  # the pipeline owns it once open; until then nobody else closes it
+        await encoder.close()  # the engine owns it once open; until then nobody else closes it
         raise
     # Only the evaluated queries: with --limit-queries the rest must not count as misses.
     qrels = {q.id: dataset.qrels[q.id] for q in judged}
     modes: dict[str, ModeResult] = {}
     try:
-        for mode_name in config.modes:
-            search_arguments(mode_name, pipeline)  # fail before any work on an unavailable mode
+        if ROUTED in config.modes and engine.service.router is None:
+            raise RoutingUnavailable(
+                "mode 'routed' needs the intent router: routing is off or no head is trained for "
+                f"{encoder.model_id} (`search-api intents train`)"
+            )
         queries = [(q.id, q.text, q.labels.get("intent")) for q in judged]
         for mode_name in config.modes:
-            run, took, pairs = await _run_mode(pipeline, mode_name, queries, ids, config.depth, config.quiet)
+            run, took, pairs = await _run_mode(engine.service, mode_name, queries, ids, config)
             evaluation = evaluate_run(qrels, run, METRICS, name=mode_name)
             modes[mode_name] = ModeResult(mode_name, run, took, evaluation, pairs)
     finally:
-        await pipeline.close()
+        await engine.close()
 
     comparison = (
         compare_runs(qrels, {m: r.run for m, r in modes.items()}, METRICS, max_p=config.max_p)

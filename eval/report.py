@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.bench.stats import latency_summary
 from eval.confusion import CONFUSION_FILE, ConfusionMatrix
 from eval.latency import LATENCY_FILE, RAW_FILE
-from eval.metrics import METRICS, STAT_TESTS, latency_summary, markdown_table
+from eval.metrics import METRICS, STAT_TESTS, markdown_table
 
 METRIC_LABELS = {
     "recall@10": "Recall@10",

@@ -232,6 +232,10 @@ class PassageStandIn:
         """The real model's dimension."""
         return self.real.dim
 
+    async def discover_dim(self) -> int:
+        """The real model's dimension."""
+        return self.real.dim
+
     async def encode_queries(self, texts: list[str]) -> Vectors:
         """Queries are always encoded by the real model."""
         return await self.real.encode_queries(texts)

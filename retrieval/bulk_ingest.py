@@ -28,7 +28,7 @@ from pathlib import Path
 
 from retrieval.documents import Document
 from retrieval.errors import InvalidDocument
-from retrieval.pipeline import PreparedIngest, SearchPipeline
+from retrieval.knowledge_base import KnowledgeBase, PreparedIngest
 from retrieval.util import read_json_record, write_json_atomic
 
 
@@ -135,7 +135,7 @@ def read_batches(
 
 
 async def bulk_ingest(
-    pipeline: SearchPipeline,
+    pipeline: KnowledgeBase,
     path: Path,
     *,
     checkpoint: Path,

@@ -1,84 +1,64 @@
-"""Wiring: settings in, a started `SearchPipeline` out. Used by the API, the CLIs and eval."""
+"""The engine: settings in, a started knowledge base and the search service over it out.
+
+`open_engine` is the one way every caller (the API, the CLIs, `search-eval`, the benchmarks)
+gets a working engine, so what is measured is what is served. `Engine` then owns search
+(`service`), writes (`kb`), switching collections (`collections`) and the cache, and closes them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
+from prometheus_client import CollectorRegistry
+
+from retrieval.cache.factory import build_cache
+from retrieval.cache.protocol import Cache
+from retrieval.collections.manager import CollectionManager, mismatch_advice
+from retrieval.collections.reindex import resume_journals
+from retrieval.collections.specs import ensure_built_model, local_encoder
+from retrieval.collections.stores import pointer_for, store_for
 from retrieval.documents import lexicon_from, read_jsonl
-from retrieval.encoders.build import BuiltModel, ensure_model
-from retrieval.encoders.factory import remote_config_from_env, remote_encoder
+from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.local import OnnxEncoder
 from retrieval.encoders.protocol import Encoder
-from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
-from retrieval.errors import EncoderRejected, EncoderUnavailable, ModelMismatch
-from retrieval.errors import ModelMismatch as RoutingModelMismatch
+from retrieval.errors import EncoderRejected, EncoderUnavailable, ModelMismatch, StoreUnavailable
 from retrieval.fusion import WeightedRRF
-from retrieval.pipeline import PipelineConfig, SearchPipeline
-from retrieval.reindex import resume_journals, spec_for_model_id, summarize
+from retrieval.knowledge_base import KnowledgeBase, KnowledgeBaseConfig
 from retrieval.routing.router import Router, load_router
+from retrieval.service import SearchObserver, SearchService
 from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
-from retrieval.store.milvus import store_for
-from retrieval.store.pointer import pointer_for
+from retrieval.util import file_digest
 
 logger = logging.getLogger(__name__)
 
-
-def model_build_dir(settings: Settings) -> Path:
-    """Folder of the ONNX build of the configured checkpoint (one folder per checkpoint)."""
-    name = Path(settings.model.checkpoint).name if settings.model.checkpoint else "m3e-small"
-    return settings.model_dir / name
+PhaseCallback = Callable[[str, str | None], None]
+"""Told what start-up is doing: (phase, detail such as why it waits)."""
 
 
-def ensure_built_model(settings: Settings, progress: Callable[[str], None] | None = None) -> BuiltModel:
-    """Build the configured checkpoint into the data folder unless a complete build is there."""
-    checkpoint = Path(settings.model.checkpoint) if settings.model.checkpoint else None
-    return ensure_model(model_build_dir(settings), checkpoint, progress=progress)
+@dataclass
+class Engine:
+    """A started engine over one live collection."""
 
+    settings: Settings
+    kb: KnowledgeBase
+    service: SearchService
+    collections: CollectionManager
+    cache: Cache | None = None
 
-def local_encoder(settings: Settings, model: BuiltModel) -> OnnxEncoder:
-    """The ONNX encoder for a built model at the configured precision."""
-    if settings.model.precision not in {"int8", "fp32"}:
-        raise ValueError(f"model.precision must be int8 or fp32, not {settings.model.precision!r}")
-    path = model.int8_path if settings.model.precision == "int8" else model.fp32_path
-    # FP32 and INT8 vectors differ slightly, so each precision is its own model id.
-    suffix = "" if settings.model.precision == "int8" else "-fp32"
-    return OnnxEncoder(
-        path,
-        model.tokenizer_path,
-        model_id=f"{model.model_id}{suffix}",
-        max_length=model.max_length,
-        intra_op_threads=settings.model.intra_op_threads,
-        batch_window_ms=settings.model.batch_window_ms,
-        allow_spinning=settings.model.allow_spinning,
-        max_batch=settings.model.max_batch,
-    )
-
-
-async def wait_for_remote(
-    encoder: RemoteEncoder, on_wait: Callable[[str], None], poll_s: float = 2.0
-) -> None:
-    """Block until a remote encoder knows its dimension (needed to open or create a collection).
-
-    With EMBEDDING_API_DIM set this returns at once, so the service starts (degraded) even while
-    the embedding service is down; otherwise it polls the service's health endpoint.
-    """
-    while True:
-        try:
-            await encoder.discover_dim()
-            return
-        except (EncoderUnavailable, EncoderRejected) as exc:
-            on_wait(f"waiting for the embedding service: {exc}")
-            await asyncio.sleep(poll_s)
+    async def close(self) -> None:
+        """Stop a running reindex, flush pending cache writes, close the cache, encoder and store."""
+        await self.collections.close()
+        await self.service.drain()
+        if self.cache is not None:
+            await self.cache.close()
+        await self.kb.close()
 
 
 def lexicon_paths(settings: Settings) -> list[Path]:
@@ -89,157 +69,178 @@ def lexicon_paths(settings: Settings) -> list[Path]:
 def build_tokenizer(settings: Settings) -> JiebaTokenizer:
     """jieba with the domain lexicon loaded."""
     words = lexicon_from([p for p in lexicon_paths(settings) if p.exists()])
-    return JiebaTokenizer(words, mode=settings.sparse.mode, cache_dir=settings.service.data_dir / "jieba")
+    return JiebaTokenizer(words, mode=settings.sparse.mode, cache_dir=settings.data.dir / "jieba")
 
 
-async def open_pipeline(
+def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -> Router | None:
+    """The intent router for this encoder, or None (logged) when its head was trained on another model."""
+    if not settings.routing.enabled:
+        return None
+    try:
+        return load_router(
+            settings.routing.table,
+            model_id=model_id,
+            base_dir=settings.data.dir,
+            entities=tokenizer.entities,
+        )
+    except ModelMismatch as exc:
+        logger.warning("routing off: %s (retrain with `search-api intents train`)", exc)
+        return None
+
+
+async def open_knowledge_base(
     settings: Settings,
+    encoder: Encoder,
     *,
     collection: str | None = None,
-    encoder: Encoder | None = None,
     tokenizer: JiebaTokenizer | None = None,
-) -> SearchPipeline:
-    """Build the model if needed, open the collection, load BM25 statistics, and start."""
-    if encoder is None:
-        encoder = local_encoder(settings, ensure_built_model(settings, progress=logger.info))
+) -> KnowledgeBase:
+    """Open (or create) the live collection, or `collection`, and load BM25 statistics that match it."""
     # The pointer names the live physical collection (another one after a reindex swapped it in).
     name = collection or await pointer_for(settings).active()
     store = store_for(settings, name)
     params = Bm25Params(settings.sparse.k1, settings.sparse.b, settings.sparse.epsilon)
     sparse = Bm25Encoder(tokenizer or build_tokenizer(settings), Bm25Statistics(params))
-    fuser = WeightedRRF(
-        k=settings.fusion.k,
-        weights={"dense": settings.fusion.dense_weight, "sparse": settings.fusion.sparse_weight},
-    )
-    config = PipelineConfig(
+    config = KnowledgeBaseConfig(
         chunk_max_chars=settings.chunking.max_chars,
         chunk_min_chars=settings.chunking.min_chars,
         head_repeats=settings.chunking.head_repeats,
-        candidates=settings.fusion.candidates,
         reweight_drift=settings.sparse.reweight_drift,
-        stats_path=settings.service.data_dir / "bm25" / f"{name}.json",
+        stats_path=settings.data.dir / "bm25" / f"{name}.json",
     )
-    router = build_router(settings, encoder.model_id, sparse.tokenizer) if settings.routing.enabled else None
-    pipeline = SearchPipeline(encoder, sparse, store, fuser, config, router=router)
+    kb = KnowledgeBase(encoder, sparse, store, config)
     try:
-        await pipeline.start()
+        await kb.start()
     except ModelMismatch as exc:
         await store.close()
         if collection is not None:
             raise
-        raise ModelMismatch(f"{exc} {await _mismatch_advice(settings, name)}") from exc
+        raise ModelMismatch(f"{exc} {await mismatch_advice(settings, name)}") from exc
     except BaseException:
         await store.close()
         raise
     if collection is None:
-        resume_journals(pipeline, settings)
-    return pipeline
+        resume_journals(kb, settings)
+    return kb
 
 
-LOCAL_SPECS: Final = {"local": "int8", "local-fp32": "fp32"}
-"""Encoder specs of the configured local ONNX model, by precision."""
+async def configured_encoder(settings: Settings, phase: PhaseCallback | None = None) -> Encoder:
+    """The encoder the settings configure: the remote service (waited for) or the local model (built)."""
+    phase = phase or (lambda _phase, _detail: None)
+    if settings.remote_encoder is not None:
+        remote = remote_encoder(settings.remote_encoder)
+        phase("waiting for the embedding service", None)
+        # With EMBEDDING_API_DIM set this returns at once, so the service starts (degraded) even
+        # while the embedding service is down; otherwise it polls until the service answers.
+        while True:
+            try:
+                await remote.discover_dim()
+                return remote
+            except (EncoderUnavailable, EncoderRejected) as exc:
+                detail = f"waiting for the embedding service: {exc}"
+                logger.warning(detail)
+                phase("waiting for the embedding service", detail)
+                await asyncio.sleep(2.0)
+    phase("building model", None)
+    model = await asyncio.to_thread(ensure_built_model, settings, logger.info)
+    return await asyncio.to_thread(local_encoder, settings, model)
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """An encoder spec as (provider, model): ("local", "int8"|"fp32") or ("ollama"|"openai", model).
+async def _open_waiting(
+    settings: Settings, encoder: Encoder, collection: str | None, phase: PhaseCallback
+) -> KnowledgeBase:
+    """Open the knowledge base, waiting while Milvus cannot be reached.
 
-    Specs: ``local`` (the configured model, INT8), ``local-fp32``, ``ollama/<model>``,
-    ``openai/<model>``. Raises ValueError for anything else.
+    Milvus may start after the API (or restart meanwhile): the caller stays up, says so, and
+    opens the store once Milvus answers.
     """
-    text = spec.strip()
-    if text in LOCAL_SPECS:
-        return "local", LOCAL_SPECS[text]
-    provider, _, model = text.partition("/")
-    if provider in PROVIDERS and model.strip():
-        return provider, model.strip()
-    raise ValueError(
-        f"encoder spec must be local, local-fp32, ollama/<model> or openai/<model>, not {spec!r}"
-    )
+    delay = 0.5
+    while True:
+        phase("opening store", None)
+        try:
+            return await open_knowledge_base(settings, encoder, collection=collection)
+        except StoreUnavailable as exc:
+            detail = f"Milvus unreachable ({exc}); retrying in {delay:.1f} s"
+            logger.warning(detail)
+            phase("waiting for the vector store", detail)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
-def encoder_from_spec(spec: str, settings: Settings, environ: Mapping[str, str] | None = None) -> Encoder:
-    """The encoder a spec names (see `parse_spec`); may build the local model, so it can be slow.
+async def open_engine(
+    settings: Settings,
+    *,
+    encoder: Encoder | None = None,
+    collection: str | None = None,
+    cache: bool = True,
+    ingest_fixtures: bool | None = None,
+    wait_for_store: bool = False,
+    registry: CollectorRegistry | None = None,
+    observer: SearchObserver | None = None,
+    on_phase: PhaseCallback | None = None,
+) -> Engine:
+    """Build what is missing (model, intent head), open the collection, start the cache, ingest fixtures.
 
-    A remote spec takes the service's URL, key and tuning from the configured remote encoder when
-    it is the same provider, else from the EMBEDDING_* variables of `environ` (default
-    `os.environ`), with the model replaced.
+    `encoder` replaces the configured one (tests, a reindex's source model); `collection` opens
+    that physical collection instead of the live one; `cache=False` leaves the cache off whatever
+    the settings say; `ingest_fixtures` overrides `data.ingest_fixtures`; `wait_for_store` retries
+    while Milvus is unreachable (the server's start-up) instead of raising `StoreUnavailable`.
     """
-    provider, model = parse_spec(spec)
-    if provider == "local":
-        local = dataclasses.replace(settings, model=dataclasses.replace(settings.model, precision=model))
-        return local_encoder(local, ensure_built_model(local, progress=logger.info))
-    base = settings.remote_encoder
-    if base is None or base.provider != provider:
-        env = {**(os.environ if environ is None else environ), "EMBEDDING_PROVIDER": provider}
-        base = remote_config_from_env(env)
-        if base is None:  # cannot happen with a remote provider set; keeps the types honest
-            raise ValueError(f"no remote configuration for {spec!r}")
-    # EMBEDDING_API_DIM describes the configured model; another model has its own dimension.
-    dim = base.dim if base.model == model else None
-    return remote_encoder(dataclasses.replace(base, model=model, dim=dim))
+    phase = on_phase or (lambda _phase, _detail: None)
+    if encoder is None:
+        encoder = await configured_encoder(settings, phase)
+        if isinstance(encoder, OnnxEncoder) and settings.routing.enabled and settings.routing.train_on_start:
+            phase("training the intent classifier", None)
+            # Training is imported only here, when a first start has to train.
+            from retrieval.training.intents.bootstrap import ensure_default_head
 
-
-def _spec_settings(spec: str) -> str:
+            await asyncio.to_thread(ensure_default_head, settings, encoder)
+    if wait_for_store:
+        kb = await _open_waiting(settings, encoder, collection, phase)
+    else:
+        phase("opening store", None)
+        kb = await open_knowledge_base(settings, encoder, collection=collection)
     try:
-        provider, model = parse_spec(spec)
-    except ValueError:
-        return f"the encoder it was built with ({spec})"
-    if provider == "local":
-        return f"EMBEDDING_PROVIDER unset (or local) and SEARCH_MODEL_PRECISION={model}"
-    return f"EMBEDDING_PROVIDER={provider} EMBEDDING_API_MODEL={model}"
-
-
-async def _mismatch_advice(settings: Settings, active: str) -> str:
-    """What to do when the configured encoder is not the active collection's model."""
-    pointer = pointer_for(settings)
-    current = await summarize(settings, active, pointer)
-    spec = current.spec or (spec_for_model_id(current.model_id) if current.model_id else None)
-    advice = [f"The active collection {active!r} serves {spec or current.model_id!r}"]
-    if spec is not None:
-        advice.append(f"start with {_spec_settings(spec)}")
-    previous = await pointer.previous()
-    if previous is not None:
-        before = (await pointer.state()).spec_of(previous)
-        advice.append(
-            f"return to {previous!r} ({before or 'its model'}) with `search-api reindex --rollback`"
+        service = SearchService(
+            kb,
+            WeightedRRF(
+                k=settings.fusion.k,
+                weights={"dense": settings.fusion.dense_weight, "sparse": settings.fusion.sparse_weight},
+            ),
+            candidates=settings.fusion.candidates,
+            router=build_router(settings, encoder.model_id, kb.sparse.tokenizer),
+            observer=observer,
         )
-    advice.append("or re-embed it for the configured model with `search-api reindex --to <spec>`")
-    return "; ".join(advice) + "."
+        engine = Engine(settings, kb, service, CollectionManager(settings, kb))
+        if cache and settings.cache.enabled:
+            engine.cache = build_cache(settings.cache, registry=registry)
+            await engine.cache.start()
+            # Every committed write makes every cached answer (in every worker) stale.
+            kb.write_listeners.append(engine.cache.bump_version)
+            service.cache = engine.cache
+        if settings.data.ingest_fixtures if ingest_fixtures is None else ingest_fixtures:
+            phase("ingesting fixtures", None)
+            await ingest_fixture_file(kb, settings)
+    except BaseException:
+        await kb.close()
+        raise
+    return engine
 
 
-def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -> Router | None:
-    """The intent router for this encoder, or None (logged) when its head was trained on another model."""
-    try:
-        return load_router(
-            settings.routing.table,
-            model_id=model_id,
-            base_dir=settings.service.data_dir,
-            entities=tokenizer.entities,
-        )
-    except RoutingModelMismatch as exc:
-        logger.warning("routing off: %s (retrain with `search-api intents train`)", exc)
-        return None
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def ingest_fixtures(pipeline: SearchPipeline, settings: Settings) -> int:
+async def ingest_fixture_file(kb: KnowledgeBase, settings: Settings) -> int:
     """Upsert the fixture knowledge base unless this exact file was already ingested here."""
-    path = settings.service.fixtures_path
+    path = settings.data.fixtures
     if not path.exists():
         logger.warning("fixtures file %s not found; starting with what the store holds", path)
         return 0
-    if pipeline.config.stats_path is None:
-        raise ValueError("ingest_fixtures needs a pipeline with a stats_path")
-    marker = pipeline.config.stats_path.with_suffix(".fixtures.sha256")
+    if kb.config.stats_path is None:
+        raise ValueError("ingesting fixtures needs a knowledge base with a stats_path")
+    marker = kb.config.stats_path.with_suffix(".fixtures.sha256")
     digest = file_digest(path)
-    if marker.exists() and marker.read_text().strip() == digest and pipeline.stats.n_docs > 0:
+    if marker.exists() and marker.read_text().strip() == digest and kb.stats.n_docs > 0:
         return 0
-    docs = [d.validate() for d in read_jsonl(path)]
-    report = await pipeline.ingest(docs)
+    docs = [d.validate(settings.data.max_document_chars) for d in read_jsonl(path)]
+    report = await kb.ingest(docs)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(digest)
     logger.info("ingested %d fixture documents (%d chunks)", report.documents, report.chunks)

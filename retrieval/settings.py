@@ -1,6 +1,8 @@
-"""Settings: `config/default.toml`, then an optional override file, then environment variables.
+"""The engine's settings: `config/default.toml`, then an optional override file, then the environment.
 
-One frozen dataclass per section so each role receives only the part it needs.
+One frozen dataclass per section so each role receives only the part it needs; a role that takes
+a config object defines it (`StoreConfig`, `CacheConfig`) and this module only assembles them.
+The API's own sections (address, keys, request limits) live in `search_api.settings`.
 """
 
 from __future__ import annotations
@@ -13,46 +15,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from retrieval.cache.config import CacheConfig
 from retrieval.encoders.factory import remote_config_from_env
 from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.store.config import StoreConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 
-# Well-known variables (from the design documents and the README) mapped to section.key.
-_NAMED_ENV: dict[str, tuple[str, str]] = {
-    "SEARCH_DATA_DIR": ("service", "data_dir"),
-    "SEARCH_API_HOST": ("service", "host"),
-    "SEARCH_API_PORT": ("service", "port"),
-    "SEARCH_API_ADMIN_KEY": ("service", "admin_key"),
-    "SEARCH_API_KEYS": ("service", "api_keys"),
-    "SEARCH_CORS_ORIGINS": ("service", "cors_origins"),
+NAMED_ENV: Mapping[str, tuple[str, str]] = {
     "MILVUS_URI": ("store", "uri"),
     "MILVUS_TOKEN": ("store", "token"),
     "SEARCH_MODEL_CHECKPOINT": ("model", "checkpoint"),
     "REDIS_URL": ("cache", "redis_url"),
 }
+"""Well-known variables of the design documents and the README, mapped to (section, key)."""
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
-    """Process-level settings of the API."""
+class DataSettings:
+    """Where the engine keeps its state and what it ingests on start."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = PROJECT_ROOT / "data"
+    dir: Path = PROJECT_ROOT / "data"
+    """All state: model builds, the Milvus Lite file, BM25 statistics, pointers, trained heads."""
     ingest_fixtures: bool = True
-    fixtures_path: Path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
-    # Keys stay out of reprs (and so out of any log line that prints the settings).
-    admin_key: str = field(default="", repr=False)
-    """Plain admin key (`SEARCH_API_ADMIN_KEY`); with `admin_key_hashes`, writes need one of them."""
-    admin_key_hashes: tuple[str, ...] = field(default=(), repr=False)
-    """`sha256:<hex>` digests of further admin keys (`search-api hash-key`)."""
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    """Plain search keys (`SEARCH_API_KEYS`, comma-separated); any search key makes search need one."""
-    api_key_hashes: tuple[str, ...] = field(default=(), repr=False)
-    """`sha256:<hex>` digests of search keys."""
-    cors_origins: tuple[str, ...] = ()
+    fixtures: Path = PROJECT_ROOT / "fixtures" / "kb.jsonl"
+    max_document_chars: int = 100_000
+    """Longest document text an ingest accepts (the API and the bulk CLI alike)."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +54,6 @@ class ModelSettings:
     batch_window_ms: float = 0.0
     max_batch: int = 32
     allow_spinning: bool = False
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """Where the Milvus collection lives."""
-
-    uri: str = ""
-    token: str = field(default="", repr=False)
-    collection: str = "kb_chunks"
-    timeout_s: float = 5.0
-    search_timeout_s: float = 2.0
-    load_timeout_s: float = 600.0
-    lite_server: bool = False
-    lite_index: str = "FLAT"
-    ivf_nlist: int = 1024
-    ivf_nprobe: int = 32
 
 
 @dataclass(frozen=True)
@@ -124,83 +97,53 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    """Request limits."""
-
-    max_query_chars: int = 512
-    max_top_k: int = 100
-    max_offset: int = 1000
-    max_documents_per_request: int = 256
-    max_document_chars: int = 100_000
-
-
-@dataclass(frozen=True)
-class LimitsSettings:
-    """Rate limiting per API key, else per client address; 0 requests turns it off."""
-
-    rate_limit: int = 0
-    rate_limit_unit: str = "second"
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """Query cache: in-process LFU by default, Redis (shared by workers) when `redis_url` is set."""
-
-    enabled: bool = True
-    redis_url: str = ""
-    ttl_s: float = 3600.0
-    max_entries: int = 10_000
-    semantic_threshold: float = 0.995
-    socket_timeout_s: float = 0.05
-    key_prefix: str = "search:cache:"
-
-
-@dataclass(frozen=True)
 class Settings:
-    """All settings, one section per role.
+    """The engine's settings, one section per role; the API adds its own (`search_api.settings`).
 
     `remote_encoder` is set when EMBEDDING_PROVIDER names a remote service (ollama, openai); it
     is read from the EMBEDDING_* variables of the design documents, see
     `retrieval.encoders.factory.remote_config_from_env`.
     """
 
-    service: ServiceSettings = field(default_factory=ServiceSettings)
+    data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
-    store: StoreSettings = field(default_factory=StoreSettings)
+    store: StoreConfig = field(default_factory=StoreConfig)
     sparse: SparseSettings = field(default_factory=SparseSettings)
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
-    search: SearchSettings = field(default_factory=SearchSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     remote_encoder: RemoteEncoderConfig | None = None
 
     @property
     def milvus_uri(self) -> str:
         """The store URI: a server when configured, else the Milvus Lite file in the data folder."""
-        return self.store.uri or str(self.service.data_dir / "milvus.db")
+        return self.store.uri or str(self.data.dir / "milvus.db")
 
     @property
     def model_dir(self) -> Path:
-        """Where the ONNX build of the configured checkpoint lives."""
-        return self.service.data_dir / "models"
+        """Where the ONNX builds of checkpoints live."""
+        return self.data.dir / "models"
+
+    @property
+    def collections_dir(self) -> Path:
+        """Where pointer files, reindex checkpoints and write journals live."""
+        return self.data.dir / "collections"
 
 
-_S = TypeVar("_S")
-
-_SECTION_TYPES: dict[str, type[Any]] = {
-    "service": ServiceSettings,
+SECTIONS: Mapping[str, type[Any]] = {
+    "data": DataSettings,
     "model": ModelSettings,
-    "store": StoreSettings,
+    "store": StoreConfig,
     "sparse": SparseSettings,
     "chunking": ChunkingSettings,
     "fusion": FusionSettings,
-    "search": SearchSettings,
     "routing": RoutingSettings,
-    "cache": CacheSettings,
-    "limits": LimitsSettings,
+    "cache": CacheConfig,
 }
+"""The engine's sections of the settings files, by name."""
+
+_S = TypeVar("_S")
 
 
 def _coerce(value: Any, to: Any, key: str) -> Any:
@@ -247,8 +190,17 @@ def _build(cls: type[_S], values: Mapping[str, Any], section: str) -> _S:
     return cls(**kwargs)
 
 
-def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the defaults, an optional override TOML (`SEARCH_CONFIG`), then the environment."""
+def read_config(
+    sections: Mapping[str, type[Any]],
+    named_env: Mapping[str, tuple[str, str]],
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Raw values by section: the defaults, an override TOML (`SEARCH_CONFIG`), then the environment.
+
+    Environment variables are `named_env` names or ``SEARCH_<SECTION>_<KEY>`` for a section in
+    `sections`; other sections of the files are returned too, for the layer that owns them.
+    """
     env = os.environ if environ is None else environ
     with DEFAULT_CONFIG.open("rb") as fh:
         merged: dict[str, dict[str, Any]] = tomllib.load(fh)
@@ -257,22 +209,36 @@ def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | 
         with override.open("rb") as fh:
             for section, values in tomllib.load(fh).items():
                 merged.setdefault(section, {}).update(values)
-
-    sections = _SECTION_TYPES
     for name, value in env.items():
-        if name in _NAMED_ENV:
-            section, key = _NAMED_ENV[name]
+        if name in named_env:
+            section, key = named_env[name]
             merged.setdefault(section, {})[key] = value
         elif name.startswith("SEARCH_") and name.count("_") >= 2:
             section, _, key = name[len("SEARCH_") :].lower().partition("_")
             if section in sections and key:
                 merged.setdefault(section, {})[key] = value
+    return merged
 
-    built: dict[str, Any] = {}
-    for section in sections:
-        cls = _SECTION_TYPES[section]
-        built[section] = _build(cls, merged.get(section, {}), section)
-    unknown = set(merged) - set(sections)
-    if unknown:
-        raise ValueError(f"unknown settings section(s): {sorted(unknown)}")
-    return Settings(**built, remote_encoder=remote_config_from_env(env))
+
+def build_sections(
+    sections: Mapping[str, type[Any]], merged: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Each section's dataclass built from its raw values (ValueError for an unknown key)."""
+    return {name: _build(cls, merged.get(name, {}), name) for name, cls in sections.items()}
+
+
+def settings_from(
+    merged: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The engine's settings from raw values (`read_config`); sections of other layers are ignored."""
+    env = os.environ if environ is None else environ
+    return Settings(**build_sections(SECTIONS, merged), remote_encoder=remote_config_from_env(env))
+
+
+def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the defaults, an optional override TOML (`SEARCH_CONFIG`), then the environment.
+
+    Only the engine's sections are read; the API's (`[service]`, `[search]`, `[limits]`) are
+    checked by `search_api.settings.load_api_settings`, which `search-api` uses.
+    """
+    return settings_from(read_config(SECTIONS, NAMED_ENV, config_file, environ), environ)

@@ -155,8 +155,13 @@ class StoredHit:
     @property
     def aliases(self) -> tuple[str, ...]:
         """The document's aliases (kept in metadata by ingest)."""
-        raw = self.metadata.get("aliases", ())
-        return tuple(a for a in raw if isinstance(a, str)) if isinstance(raw, list | tuple) else ()
+        return aliases_of(self.metadata)
+
+
+def aliases_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """A stored chunk's aliases: ingest keeps the document's aliases in its metadata."""
+    raw = metadata.get("aliases", ())
+    return tuple(a for a in raw if isinstance(a, str)) if isinstance(raw, list | tuple) else ()
 
 
 @dataclass(frozen=True, slots=True)

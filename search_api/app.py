@@ -17,9 +17,9 @@ from litestar.enums import ScopeType
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry
 
 from retrieval.encoders.protocol import Encoder
-from retrieval.settings import LimitsSettings, Settings, load_settings
 from search_api.auth import API_KEY_HEADER, AccessKeys
 from search_api.controllers.admin import AdminReindexController
 from search_api.controllers.cache import AdminCacheController
@@ -29,7 +29,8 @@ from search_api.controllers.page import PageController, static_router
 from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
 from search_api.metrics import MetricsController
-from search_api.state import EngineState
+from search_api.settings import ApiSettings, LimitsSettings, load_api_settings
+from search_api.state import AppState
 from search_api.telemetry import ServiceMetrics, request_id_var
 
 logger = logging.getLogger(__name__)
@@ -97,16 +98,16 @@ def rate_limit_config(limits: LimitsSettings) -> RateLimitConfig | None:
     )
 
 
-def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> Litestar:
+def create_app(settings: ApiSettings | None = None, *, encoder: Encoder | None = None) -> Litestar:
     """Build the app; the engine starts in the background when the app starts.
 
-    `encoder` replaces the configured local model (remote services, tests).
+    `encoder` replaces the configured encoder (tests).
     """
-    settings = settings or load_settings()
-    state = EngineState(settings, encoder=encoder)
+    settings = settings or load_api_settings()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    state = AppState(settings, encoder=encoder, registry=registry, observer=metrics)
     access_keys = AccessKeys.from_settings(settings.service)  # a malformed digest stops start-up here
-    metrics = ServiceMetrics(state.registry)
-    state.service.metrics = metrics
     rate_limit = rate_limit_config(settings.limits)
     middleware = [request_id_middleware, metrics.middleware]
     if rate_limit is not None:
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         finally:
             await state.close()
 
-    async def provide_engine() -> EngineState:
+    async def provide_state() -> AppState:
         return state
 
     app = Litestar(
@@ -134,7 +135,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
             PageController,
             static_router(),
         ],
-        dependencies={"engine": Provide(provide_engine, use_cache=True)},
+        dependencies={"serving": Provide(provide_state, use_cache=True)},
         exception_handlers={Exception: api_error_handler},
         lifespan=[lifespan],
         middleware=middleware,
@@ -146,6 +147,6 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         logging_config=None,  # the CLI configures logging (JSON lines); Litestar's would replace it
         debug=False,
     )
-    app.state.engine = state
+    app.state.serving = state
     app.state.access_keys = access_keys
     return app

@@ -18,8 +18,8 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from retrieval.settings import ServiceSettings
 from search_api.errors import Forbidden, Unauthorized
+from search_api.settings import ServiceSettings
 
 API_KEY_HEADER = "X-API-Key"
 HASH_PREFIX = "sha256:"

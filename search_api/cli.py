@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import Settings
 from search_api.intents_cli import add_intents_commands
+from search_api.settings import ApiSettings, load_api_settings
 
 logger = logging.getLogger("search_api")
 
@@ -21,7 +22,7 @@ def _configure_logging(level: str, fmt: str = "json") -> None:
     configure_logging(level, fmt)
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_serve(args: argparse.Namespace, settings: ApiSettings) -> int:
     """Run the API with uvicorn; the model is built and fixtures ingested on first start."""
     import uvicorn
 
@@ -40,7 +41,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_hash_key(args: argparse.Namespace, _: Settings) -> int:
+def cmd_hash_key(args: argparse.Namespace, _: ApiSettings) -> int:
     """Print the `sha256:<hex>` digest of a key read from stdin, or of a new random key."""
     import getpass
     import secrets
@@ -62,12 +63,13 @@ def cmd_hash_key(args: argparse.Namespace, _: Settings) -> int:
     return 0
 
 
-def cmd_build_model(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_build_model(args: argparse.Namespace, api: ApiSettings) -> int:
     """Convert a BERT-family checkpoint folder into model.onnx (FP32) and model.int8.onnx."""
+    from retrieval.collections.specs import model_build_dir
     from retrieval.encoders.build import build_model, ensure_model
     from retrieval.encoders.registry import default_checkpoint_dir
-    from retrieval.engine import model_build_dir
 
+    settings = api.engine
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint is None and settings.model.checkpoint:
         checkpoint = Path(settings.model.checkpoint)
@@ -89,12 +91,12 @@ async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Name
     from tqdm import tqdm
 
     from retrieval.bulk_ingest import BulkProgress, bulk_ingest, checkpoint_path
-    from retrieval.engine import open_pipeline
-    from retrieval.store.pointer import collections_dir, pointer_for
+    from retrieval.collections.stores import pointer_for
+    from retrieval.engine import configured_encoder, open_knowledge_base
 
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     collection = await pointer_for(settings).active()
-    pipeline = await open_pipeline(settings)
+    kb = await open_knowledge_base(settings, await configured_encoder(settings))
     bar = tqdm(total=size, unit="B", unit_scale=True, desc="ingest", disable=not show)
 
     def progress(p: BulkProgress) -> None:
@@ -104,18 +106,18 @@ async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Name
 
     try:
         report = await bulk_ingest(
-            pipeline,
+            kb,
             path,
-            checkpoint=checkpoint_path(collections_dir(settings), path, collection),
+            checkpoint=checkpoint_path(settings.collections_dir, path, collection),
             collection=collection,
             batch=args.batch,
-            max_chars=settings.search.max_document_chars,
+            max_chars=settings.data.max_document_chars,
             restart=args.restart,
             on_progress=progress,
         )
     finally:
         bar.close()
-        await pipeline.close()
+        await kb.close()
     resumed = f" (resumed after {report.resumed_documents})" if report.resumed_documents else ""
     print(
         f"ingested {report.documents} documents{resumed}, {report.chunks} chunks in "
@@ -124,7 +126,7 @@ async def _ingest(path: Path, size: int, settings: Settings, args: argparse.Name
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_ingest(args: argparse.Namespace, api: ApiSettings) -> int:
     """Upsert a JSON Lines file of documents into the configured collection (resumable, idempotent)."""
     from retrieval.bulk_ingest import IngestCheckpointError
     from retrieval.errors import InvalidDocument
@@ -137,7 +139,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("search-api ingest: --batch must be >= 1", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_ingest(path, path.stat().st_size, settings, args))
+        return asyncio.run(_ingest(path, path.stat().st_size, api.engine, args))
     except KeyboardInterrupt:
         print("search-api ingest: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -152,7 +154,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
-def _api_url(settings: Settings) -> str:
+def _api_url(settings: ApiSettings) -> str:
     host = settings.service.host
     # A server bound to every interface is reached over loopback from here.
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -184,7 +186,7 @@ def _http_error(response: object) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def _reindex_over_http(url: str, args: argparse.Namespace, settings: Settings) -> int:
+def _reindex_over_http(url: str, args: argparse.Namespace, settings: ApiSettings) -> int:
     """Drive the admin endpoints of a running server and show the job's progress."""
     import time
 
@@ -235,59 +237,28 @@ def _reindex_over_http(url: str, args: argparse.Namespace, settings: Settings) -
 
 async def _reindex_in_process(args: argparse.Namespace, settings: Settings) -> int:
     """Reindex or roll back against the data folder (Milvus Lite) or the Milvus server directly."""
-    from retrieval.encoders.remote import RemoteEncoder
-    from retrieval.engine import encoder_from_spec, open_pipeline
-    from retrieval.reindex import reindex, rollback, spec_for_model_id, summarize
-    from retrieval.store.pointer import pointer_for
+    from retrieval.collections.manager import CollectionManager
+    from retrieval.collections.specs import encoder_from_spec, spec_for_model_id
+    from retrieval.engine import open_knowledge_base
 
-    pointer = pointer_for(settings)
-    current = await summarize(settings, await pointer.active(), pointer)
-    if current.model_id is None:
-        print(f"search-api reindex: collection {current.name} does not exist yet", file=sys.stderr)
+    live = await CollectionManager.describe_live(settings)
+    if live.model_id is None:
+        print(f"search-api reindex: collection {live.name} does not exist yet", file=sys.stderr)
         return 1
     # Open the live collection with the encoder it was built by, whatever is configured now.
-    encoder = encoder_from_spec(current.spec or spec_for_model_id(current.model_id), settings)
-    if isinstance(encoder, RemoteEncoder):
-        await encoder.discover_dim()
-    pipeline = await open_pipeline(settings, encoder=encoder)
+    encoder = encoder_from_spec(live.spec or spec_for_model_id(live.model_id), settings)
+    await encoder.discover_dim()
+    kb = await open_knowledge_base(settings, encoder)
+    collections = CollectionManager(settings, kb)
     try:
         if args.rollback:
-            previous = await pointer.previous()
-            if previous is None:
-                print("search-api reindex: no previous collection to roll back to", file=sys.stderr)
-                return 1
-            before = await summarize(settings, previous, pointer)
-            if before.model_id is None:
-                print(f"search-api reindex: {previous} no longer exists", file=sys.stderr)
-                return 1
-            back = encoder_from_spec(before.spec or spec_for_model_id(before.model_id), settings)
-            try:
-                undone = await rollback(pipeline, back, settings=settings, pointer=pointer)
-            except BaseException:
-                await back.close()
-                raise
-            await undone.retired_encoder.close()
+            undone = await collections.rollback()
             print(
                 f"rolled back {undone.replaced} -> {undone.active} ({undone.model_id}, dim {undone.dim}); "
                 f"{undone.replayed_documents} documents replayed"
             )
             return 0
-        target = encoder_from_spec(args.to, settings)
-        try:
-            report = await reindex(
-                pipeline,
-                target,
-                settings=settings,
-                spec=args.to,
-                batch=args.batch,
-                progress=not args.no_progress,
-                pointer=pointer,
-            )
-        except BaseException:
-            if pipeline.encoder is not target:
-                await target.close()
-            raise
-        await report.retired_encoder.close()
+        report = await collections.reindex(args.to, batch=args.batch, progress=not args.no_progress)
         print(
             f"now serving {report.target} ({report.model_id}, dim {report.dim}): {report.rows} chunks, "
             f"{report.copied} copied now, {report.resumed_from} before, {report.replayed_documents} "
@@ -295,10 +266,11 @@ async def _reindex_in_process(args: argparse.Namespace, settings: Settings) -> i
         )
         return 0
     finally:
-        await pipeline.close()
+        await collections.close()
+        await kb.close()
 
 
-def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_reindex(args: argparse.Namespace, settings: ApiSettings) -> int:
     """Re-embed for another model (or roll back): through the running API, else in-process."""
     url = args.url
     if url is None and _api_reachable(_api_url(settings)):
@@ -306,7 +278,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if url is not None:
             return _reindex_over_http(url, args, settings)
-        return asyncio.run(_reindex_in_process(args, settings))
+        return asyncio.run(_reindex_in_process(args, settings.engine))
     except KeyboardInterrupt:
         print("search-api reindex: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -388,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level, args.log_format)
     try:
-        settings = load_settings(Path(args.config) if args.config else None)
+        settings = load_api_settings(Path(args.config) if args.config else None)
     except (OSError, ValueError) as exc:
         print(f"search-api: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from search_api.state import EngineState
+from search_api.state import AppState
 
 
 class MetricsController(Controller):
@@ -15,7 +15,7 @@ class MetricsController(Controller):
     include_in_schema = False
 
     @get(operation_id="metrics", summary="Prometheus metrics")
-    async def metrics(self, engine: EngineState) -> Response[bytes]:
+    async def metrics(self, serving: AppState) -> Response[bytes]:
         """Counters and histograms of this process."""
-        registry: CollectorRegistry = engine.registry
+        registry: CollectorRegistry = serving.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,64 +1,40 @@
-"""A search reply as JSON bytes: the cacheable part encoded once, the per-request part spliced on.
+"""A search reply as JSON bytes: the answer as the engine keeps it, this request's fields spliced on.
 
-A cache hit is the hot path agents lean on. Decoding a stored reply into structs only to encode
-it again costs more than the Redis round trip, so the cache keeps the part of the reply that is
-the same for every request sharing the entry (hits, route, mode, paging) as JSON, and each
-reply writes its own `took_ms`, `cache`, `query` and `timings_ms` in front of it.
+A cache hit is the hot path agents lean on. Decoding a stored answer into structs only to encode
+it again costs more than the Redis round trip, so the reply writes its own `took_ms`, `cache`,
+`query` and `timings_ms` in front of the answer's JSON object (`retrieval.answer`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import msgspec
 
-from search_api.schemas import Body, CacheInfo, Hit
+from retrieval.service import SearchResult
+from search_api.schemas import CacheInfo
 
 _encoder = msgspec.json.Encoder()
 
 
-class CachedReply(Body):
-    """The part of a `SearchResponse` that every request answered from one cache entry shares."""
+def splice(result: SearchResult) -> bytes:
+    """A whole `SearchResponse` body: this request's fields, then the answer's fields.
 
-    hits: list[Hit]
-    route: dict[str, Any] | None
-    degraded: bool
-    mode: str
-    top_k: int
-    offset: int
-
-
-def encode_shared(reply: CachedReply) -> bytes:
-    """The cacheable JSON object."""
-    return _encoder.encode(reply)
-
-
-def splice(
-    shared: bytes,
-    *,
-    took_ms: float,
-    query: str,
-    tier: Literal["exact", "semantic"] | None = None,
-    timings_ms: dict[str, float] | None = None,
-) -> bytes:
-    """A whole `SearchResponse` body: this request's fields, then the shared object's fields.
-
-    `shared` is a JSON object with at least one field (it always has `hits`), so dropping its
+    The answer is a JSON object with at least one field (it always has `hits`), so dropping its
     opening brace and prefixing ours yields one well-formed object with every field once.
     """
-    if not shared.startswith(b'{"'):
-        raise ValueError("the shared part must be a non-empty JSON object")
+    answer = result.payload
+    if not answer.startswith(b'{"'):
+        raise ValueError("the answer must be a non-empty JSON object")
     head = b"".join(
         (
             b'{"took_ms":',
-            _encoder.encode(round(took_ms, 3)),
+            _encoder.encode(round(result.took_ms, 3)),
             b',"cache":',
-            _encoder.encode(CacheInfo(hit=tier is not None, tier=tier)),
+            _encoder.encode(CacheInfo(hit=result.tier is not None, tier=result.tier)),
             b',"query":',
-            _encoder.encode(query),
+            _encoder.encode(result.query),
             b',"timings_ms":',
-            _encoder.encode(timings_ms or {}),
+            _encoder.encode(result.timings_ms),
             b",",
         )
     )
-    return head + shared[1:]
+    return head + answer[1:]

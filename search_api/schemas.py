@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from retrieval.answer import Hit
+
 Scalar = str | int | float | bool
 
 
@@ -33,49 +35,6 @@ class SearchRequest(Body):
     route: str | None = None
 
 
-class SourceExplanation(Body):
-    """One retriever's view of a hit."""
-
-    rank: int
-    score: float
-    contribution: float
-
-
-class Explanation(Body):
-    """Why a hit is where it is: each retriever's rank and score, and its share of the fused score."""
-
-    dense: SourceExplanation | None
-    sparse: SourceExplanation | None
-    fused_score: float
-    rrf_k: int
-    weights: dict[str, float]
-
-
-class Highlight(Body):
-    """A matched query term at [start, end) of `text` (Unicode code point offsets)."""
-
-    start: int
-    end: int
-    term: str
-
-
-class Hit(Body):
-    """One chunk in the results."""
-
-    id: str
-    doc_id: str
-    title: str
-    kind: str
-    text: str
-    score: float
-    chunk_index: int
-    metadata: dict[str, Any]
-    explanation: Explanation
-    highlights: list[Highlight]
-    highlighted: str
-    """`text`, HTML-escaped, with each matched term wrapped in <em>."""
-
-
 class CacheInfo(Body):
     """Whether the answer came from the cache, and from which tier."""
 
@@ -84,18 +43,19 @@ class CacheInfo(Body):
 
 
 class SearchResponse(Body):
-    """`POST /v1/search` reply."""
+    """`POST /v1/search` reply: this request's fields, then the answer's (`retrieval.answer.Answer`)."""
 
-    hits: list[Hit]
     took_ms: float
-    route: dict[str, Any] | None
     cache: CacheInfo
-    degraded: bool
     query: str
+    timings_ms: dict[str, float]
+    hits: list[Hit]
+    route: dict[str, Any] | None
+    degraded: bool
     mode: str
     top_k: int
     offset: int
-    timings_ms: dict[str, float]
+    corrected: dict[str, str] | None = None
 
 
 class DocumentIn(Body):

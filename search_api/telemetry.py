@@ -109,8 +109,13 @@ class ServiceMetrics:
             registry=registry,
         )
 
-    def observe_stages(self, timings_ms: Mapping[str, float]) -> None:
-        """Record a search's `timings_ms` (`encode_ms`, `dense_ms`, `sparse_ms`, ...)."""
+    def cache_lookup(self, tier: str, hit: bool, seconds: float) -> None:
+        """One cache lookup (the search service reports each; see `SearchObserver`)."""
+        self.cache_lookups.labels(tier, "hit" if hit else "miss").observe(seconds)
+
+    def answered(self, how: str, timings_ms: Mapping[str, float]) -> None:
+        """One answer, how it was found, and its stage timings (`encode_ms`, `dense_ms`, ...)."""
+        self.searches.labels(how).inc()
         for name, ms in timings_ms.items():
             self.stages.labels(name.removesuffix("_ms")).observe(ms / 1000)
 

@@ -6,12 +6,17 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from retrieval.answer import Answer
 from retrieval.encoders.build import BuiltModel, build_model
+from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.registry import default_checkpoint_dir
+from retrieval.engine import Engine, open_engine
+from retrieval.service import SearchQuery
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.types import Vectors
 
@@ -35,6 +40,9 @@ class HashingEncoder:
 
     @property
     def dim(self) -> int:
+        return self._dim
+
+    async def discover_dim(self) -> int:
         return self._dim
 
     def _one(self, text: str) -> np.ndarray:
@@ -68,6 +76,21 @@ def seed_model(data_dir: Path, model: BuiltModel) -> None:
     target = data_dir / "models" / model.out_dir.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model.out_dir, target)
+
+
+async def open_test_engine(
+    settings: Settings, encoder: Encoder | None = None, *, cache: bool = False
+) -> Engine:
+    """An engine over `settings`' data folder with the fast test encoder, its fixtures not ingested."""
+    return await open_engine(
+        settings, encoder=encoder or HashingEncoder(), cache=cache, ingest_fixtures=False
+    )
+
+
+async def search(engine: Engine, text: str, **query: Any) -> Answer:
+    """The served answer to `text` (cache off unless `use_cache=True`)."""
+    query.setdefault("use_cache", False)
+    return (await engine.service.search(SearchQuery(text, **query))).answer
 
 
 @pytest.fixture

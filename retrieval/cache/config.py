@@ -10,13 +10,15 @@ from dataclasses import dataclass
 class CacheConfig:
     """How the query cache behaves; validated on construction (`ValueError`)."""
 
+    enabled: bool = True
+    """False: no cache at all (every search computed)."""
     redis_url: str = ""
     """Empty: the in-process cache. Otherwise a redis:// URL shared by every API worker."""
     ttl_s: float = 3600.0
     """Lifetime of an entry; also bounds how stale a response can be if a version bump is lost."""
     max_entries: int = 10_000
     """In memory: the LFU bound. With Redis: the bound of each worker's local vector matrix."""
-    semantic_threshold: float = 0.95
+    semantic_threshold: float = 0.995
     """Minimum cosine between query vectors for a semantic hit (guards apply on top)."""
     socket_timeout_s: float = 0.05
     """Per Redis socket operation; a whole round trip is capped at three times this."""

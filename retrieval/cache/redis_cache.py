@@ -21,6 +21,11 @@ in the same round trip. When the version key is missing (first start, Redis rest
 persistence, or the key evicted) it is recreated from the wall clock in microseconds, a value no
 earlier version can have reached, so entries of a forgotten version can never match again.
 
+Why one module of over 500 lines: every lookup and put is a single pipelined round trip assembled
+from the same private pieces (`_queue_version`, `_queue_put`, `_queue_stream_read`,
+`_settle_version`, `_apply_stream`) around one connection, breaker and semantic matrix; apart,
+they would have to share that private state across modules.
+
 Every Redis call has a socket timeout and an overall deadline, and goes through a circuit
 breaker; any failure turns a lookup into a miss and a put into a no-op, with a rate-limited
 warning. A bump that cannot reach Redis is remembered and applied (INCRBY) by the next call that

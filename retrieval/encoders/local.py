@@ -76,6 +76,10 @@ class OnnxEncoder:
         """Embedding dimension."""
         return self._dim
 
+    async def discover_dim(self) -> int:
+        """The dimension (known from the model file)."""
+        return self._dim
+
     def _run(self, texts: Sequence[str]) -> Vectors:
         batch = encode_batch(self._tokenizer, texts)
         feed = {k: v for k, v in batch.as_feed().items() if k in self._inputs}

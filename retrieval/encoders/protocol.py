@@ -25,6 +25,10 @@ class Encoder(Protocol):
         """Embedding dimension."""
         ...
 
+    async def discover_dim(self) -> int:
+        """The dimension, asking the model's service first when it is not known yet (remote models)."""
+        ...
+
     async def encode_queries(self, texts: list[str]) -> Vectors:
         """Embed short queries (latency-sensitive; concurrent calls may be micro-batched)."""
         ...

@@ -1,6 +1,6 @@
 """Dynamic INT8 quantisation of the exported encoder with ONNX Runtime.
 
-Settings were chosen by measurement with ``uv run python -m eval.bench_quantization``
+Settings were chosen by measurement with ``uv run search-eval bench quantization``
 (m3e-small, 2-core AVX-512 VNNI box, ORT 1.31, intra_op_threads=2). Cosines are deterministic;
 latencies are ``session.run`` medians / P95 in ms for one 13-token query ("1q") and a batch of
 32 x ~196-token passages ("b32"), measured while other jobs shared the machine (load ~2):
@@ -102,7 +102,7 @@ CANDIDATES: tuple[QuantSettings, ...] = (
         per_channel=True,
     ),
 )
-"""Configurations compared by ``eval.bench_quantization``."""
+"""Configurations compared by ``eval.bench.quantization``."""
 
 DEFAULT_SETTINGS: QuantSettings = next(c for c in CANDIDATES if c.name == "attn-s8-perchannel")
 """The configuration ``build_model`` uses (see the measurements in the module docstring)."""

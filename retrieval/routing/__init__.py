@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from retrieval.errors import ModelMismatch, UnknownIntent
-from retrieval.routing.classifier import IntentClassifier, IntentPrediction, TrainConfig
+from retrieval.routing.classifier import IntentClassifier, IntentPrediction
 from retrieval.routing.router import (
     Route,
     Router,
@@ -22,7 +22,6 @@ __all__ = [
     "RouteSpec",
     "Router",
     "RoutingTable",
-    "TrainConfig",
     "UnknownIntent",
     "apply_kind_boosts",
     "load_router",

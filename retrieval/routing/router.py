@@ -1,16 +1,16 @@
 """Query routing: the intent of a query decides fusion weights, kind filter or boosts, and limits.
 
-One call per search, on the query vector the pipeline already computed::
+One call per search, on the query vector the search service already computed
+(`retrieval.service.SearchService`)::
 
     route = router.route(vector, query, force=request_route)     # request_route: None | "none" | intent
     if route.out_of_scope:
-        return empty result with route.reason                   # no search at all
-    outcome = await pipeline.search(query, top_k=window, offset=0, query_vector=vector,
-                                    **route.search_kwargs(where))
-    hits = route.rescore(outcome.hits)[offset : offset + top_k]  # kind boosts, then page
+        answer with no hits and route.reason                      # no search at all
+    retrieve with route.mode, route.search_filter(where), route.weights, route.candidates
+    hits = route.rescore(fused)[offset : offset + top_k]         # kind boosts, then page
 
-`window` must cover ``offset + top_k`` (better: the route's candidate depth, capped by
-``search.max_top_k``) because boosts re-order the fused list and must see it before paging.
+Retrieval must go at least ``offset + top_k`` deep (better: the route's candidate depth)
+because boosts re-order the fused list and must see it before paging.
 
 Decisions, in order:
 
@@ -31,17 +31,14 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from retrieval.errors import UnknownIntent
 from retrieval.routing.classifier import IntentClassifier, Precision
-from retrieval.types import KIND_PATTERN, FusedHit, SearchFilter
-
-if TYPE_CHECKING:
-    from retrieval.types import SearchMode
+from retrieval.types import KIND_PATTERN, FusedHit, SearchFilter, SearchMode
 
 BOOST_MODES = ("multiply", "add")
 RESERVED_NAMES = frozenset({"default", "none"})
@@ -109,12 +106,12 @@ class Route:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Fusion weights for `WeightedRRF.fuse` / `pipeline.search(weights=...)`."""
+        """Fusion weights for `WeightedRRF.fuse`."""
         return {"dense": self.dense_weight, "sparse": self.sparse_weight}
 
     @property
     def candidates(self) -> int | None:
-        """One retrieval depth for both paths (the pipeline takes one today): the larger limit."""
+        """One retrieval depth for both paths (retrieval takes one): the larger limit."""
         limits = [c for c in (self.dense_candidates, self.sparse_candidates) if c is not None]
         return max(limits) if limits else None
 
@@ -129,9 +126,7 @@ class Route:
 
     @property
     def mode(self) -> SearchMode:
-        """`mode_name` as the pipeline's enum."""
-        from retrieval.types import SearchMode
-
+        """`mode_name` as a `SearchMode`."""
         return SearchMode(self.mode_name)
 
     def search_filter(self, where: SearchFilter | None = None) -> SearchFilter:
@@ -140,15 +135,6 @@ class Route:
         if not self.kinds or base.kinds:
             return base
         return replace(base, kinds=tuple(sorted(self.kinds)))
-
-    def search_kwargs(self, where: SearchFilter | None = None) -> dict[str, Any]:
-        """Keyword arguments of `SearchPipeline.search` for this route."""
-        return {
-            "mode": self.mode,
-            "where": self.search_filter(where),
-            "weights": self.weights,
-            "candidates": self.candidates,
-        }
 
     def rescore(self, hits: Sequence[FusedHit]) -> list[FusedHit]:
         """Fused hits re-ordered by this route's kind boosts (unchanged when it has none)."""

@@ -28,8 +28,9 @@ from pymilvus.exceptions import (
 )
 
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
-from retrieval.settings import Settings
+from retrieval.store.config import StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression
+from retrieval.store.protocol import VectorStore
 from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
 from retrieval.util import CircuitBreaker
 
@@ -90,20 +91,21 @@ def is_lite_uri(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
 
 
-def store_for(settings: Settings, collection: str, cls: type[MilvusStore] | None = None) -> MilvusStore:
-    """The store of `collection` as the settings configure it (URI, token, timeout, Lite index)."""
-    s = settings.store
+def store_for(
+    config: StoreConfig, uri: str, collection: str, cls: type[MilvusStore] | None = None
+) -> MilvusStore:
+    """The store of `collection` at `uri` as `config` says (token, timeouts, Lite index)."""
     return (cls or MilvusStore)(
-        settings.milvus_uri,
+        uri,
         collection,
-        token=s.token,
-        timeout_s=s.timeout_s,
-        search_timeout_s=s.search_timeout_s,
-        load_timeout_s=s.load_timeout_s,
-        lite_server=s.lite_server,
-        lite_index=s.lite_index,
-        ivf_nlist=s.ivf_nlist,
-        ivf_nprobe=s.ivf_nprobe,
+        token=config.token,
+        timeout_s=config.timeout_s,
+        search_timeout_s=config.search_timeout_s,
+        load_timeout_s=config.load_timeout_s,
+        lite_server=config.lite_server,
+        lite_index=config.lite_index,
+        ivf_nlist=config.ivf_nlist,
+        ivf_nprobe=config.ivf_nprobe,
     )
 
 
@@ -160,6 +162,11 @@ class MilvusStore:
         self._client: AsyncMilvusClient | None = None
         self._sync: MilvusClient | None = None
         self._dim = 0
+
+    @property
+    def dim(self) -> int:
+        """The dense vectors' dimension (0 until `open`)."""
+        return self._dim
 
     # -- connection -------------------------------------------------------------------------
     def _async(self) -> AsyncMilvusClient:
@@ -519,13 +526,13 @@ class HandoverStore(MilvusStore):
         uri: str,
         collection: str,
         *,
-        retiring: MilvusStore | None = None,
+        retiring: VectorStore | None = None,
         **options: Any,
     ):
         super().__init__(uri, collection, **options)
         self.retiring = retiring
 
-    def take_over(self, retiring: MilvusStore) -> MilvusStore | None:
+    def take_over(self, retiring: VectorStore) -> VectorStore | None:
         """Answer for `retiring` from now on; returns its own predecessor, which the caller closes.
 
         A search that embedded its query two swaps ago has long finished, so one generation is kept.
@@ -542,7 +549,7 @@ class HandoverStore(MilvusStore):
         """Nearest chunks; a vector of the retiring collection's dimension is answered there."""
         retiring = self.retiring
         size = int(np.asarray(vector).shape[-1])
-        if retiring is not None and size != self._dim and size == retiring._dim:
+        if retiring is not None and size != self._dim and size == retiring.dim:
             return await retiring.search_dense(vector, limit, where)
         return await super().search_dense(vector, limit, where)
 

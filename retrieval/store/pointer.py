@@ -24,7 +24,7 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from retrieval.errors import PointerError
-from retrieval.settings import Settings
+from retrieval.store.config import StoreConfig
 from retrieval.store.milvus import is_lite_uri
 from retrieval.util import utc_now, write_json_atomic
 
@@ -89,11 +89,6 @@ def check_collection_name(name: str) -> str:
     if not COLLECTION_NAME.match(name):
         raise ValueError(f"invalid Milvus collection name {name!r}")
     return name
-
-
-def collections_dir(settings: Settings) -> Path:
-    """Where pointer files, reindex checkpoints and write journals live."""
-    return settings.service.data_dir / "collections"
 
 
 class FilePointer:
@@ -242,12 +237,10 @@ class AliasPointer:
         return replaced
 
 
-def pointer_for(settings: Settings) -> FilePointer | AliasPointer:
-    """The pointer for the configured store: a file on Milvus Lite, an alias on a server."""
-    logical = settings.store.collection
-    path = collections_dir(settings) / f"{logical}.json"
-    if is_lite_uri(settings.milvus_uri) or settings.store.lite_server:  # Lite has no aliases
+def pointer_for(config: StoreConfig, uri: str, folder: Path) -> FilePointer | AliasPointer:
+    """The pointer of `config.collection`: a file in `folder` on Milvus Lite, an alias on a server."""
+    logical = config.collection
+    path = folder / f"{logical}.json"
+    if is_lite_uri(uri) or config.lite_server:  # Lite has no aliases
         return FilePointer(path, logical)
-    return AliasPointer(
-        settings.milvus_uri, logical, path, token=settings.store.token, timeout_s=settings.store.timeout_s
-    )
+    return AliasPointer(uri, logical, path, token=config.token, timeout_s=config.timeout_s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -12,7 +12,21 @@ from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVec
 
 
 class VectorStore(Protocol):
-    """Chunks in one collection, searchable by dense and by sparse vector."""
+    """Chunks in one collection, searchable by dense and by sparse vector, and copyable whole.
+
+    The copying half (`iterate_chunks`, `chunks`, `exists`, `drop`, `describe`) is what a reindex
+    needs of the live collection and its target.
+    """
+
+    @property
+    def collection(self) -> str:
+        """The physical collection's name."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The dense vectors' dimension (0 until `open`)."""
+        ...
 
     async def open(self, model_id: str, dim: int) -> CollectionInfo:
         """Create the collection or check that it was built by this model; raises ModelMismatch."""
@@ -60,4 +74,26 @@ class VectorStore(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+    async def exists(self) -> bool:
+        """Whether the collection exists."""
+        ...
+
+    async def describe(self) -> CollectionInfo:
+        """Model id, dimension and rows recorded in the collection."""
+        ...
+
+    async def drop(self) -> None:
+        """Delete the collection and everything in it."""
+        ...
+
+    def iterate_chunks(
+        self, *, after: str | None = None, batch_size: int = 256
+    ) -> AsyncGenerator[list[ChunkRecord], None]:
+        """Every chunk in primary-key order after `after`, in batches, without dense vectors."""
+        ...
+
+    async def chunks(self, doc_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Every stored chunk of these documents, without dense vectors."""
         ...

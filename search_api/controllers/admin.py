@@ -8,12 +8,13 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
+from retrieval.collections.manager import ReindexJob
+from retrieval.collections.stores import pointer_for
 from retrieval.errors import ModelMismatch, NoPreviousCollection, ReindexError, ReindexInProgress
-from retrieval.store.pointer import pointer_for
 from search_api.auth import admin_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
 from search_api.schemas import Body
-from search_api.state import EngineState, ReindexJob
+from search_api.state import AppState
 
 
 class Conflict(ApiError):
@@ -59,10 +60,10 @@ class RollbackResponse(Body):
     kb_version: int
 
 
-async def _status(engine: EngineState, job: ReindexJob | None) -> ReindexStatus:
-    pipeline = engine.require()
-    encoder = pipeline.encoder
-    active = await pointer_for(engine.settings).active()
+async def _status(serving: AppState, job: ReindexJob | None) -> ReindexStatus:
+    running = serving.require()
+    encoder = running.kb.encoder
+    active = await pointer_for(running.settings).active()
     if job is None:
         return ReindexStatus(state="idle", active=active, model_id=encoder.model_id, dim=encoder.dim)
     return ReindexStatus(
@@ -94,20 +95,20 @@ class AdminReindexController(Controller):
         summary="Start a reindex",
         responses=ERROR_RESPONSES,
     )
-    async def start(self, data: ReindexRequest, engine: EngineState) -> ReindexStatus:
+    async def start(self, data: ReindexRequest, serving: AppState) -> ReindexStatus:
         """Re-embed every chunk for another model and swap to it; searches keep answering."""
         try:
-            job = engine.start_reindex(data.to, batch=data.batch)
+            job = serving.require().collections.start_reindex(data.to, batch=data.batch)
+        except ReindexInProgress:
+            raise  # its own code (409 reindex_in_progress)
         except ValueError as exc:
             raise ApiError(str(exc), code="invalid_encoder_spec", field="to") from exc
-        except ReindexInProgress as exc:
-            raise Conflict(str(exc), code="reindex_in_progress") from exc
-        return await _status(engine, job)
+        return await _status(serving, job)
 
     @get(operation_id="reindexStatus", summary="Reindex status", responses=ERROR_RESPONSES)
-    async def status(self, engine: EngineState) -> ReindexStatus:
+    async def status(self, serving: AppState) -> ReindexStatus:
         """State and progress of the last reindex started here, and the live collection."""
-        return await _status(engine, engine.reindex_job)
+        return await _status(serving, serving.require().collections.job)
 
     @post(
         "/rollback",
@@ -116,14 +117,13 @@ class AdminReindexController(Controller):
         summary="Roll back",
         responses=ERROR_RESPONSES,
     )
-    async def rollback(self, engine: EngineState) -> RollbackResponse:
+    async def rollback(self, serving: AppState) -> RollbackResponse:
         """Swap back to the collection live before the last swap (writes since then are replayed)."""
+        running = serving.require()
         try:
-            report = await engine.rollback()
-        except ReindexInProgress as exc:
-            raise Conflict(str(exc), code="reindex_in_progress") from exc
-        except NoPreviousCollection as exc:
-            raise Conflict(str(exc), code="no_previous_collection") from exc
+            report = await running.collections.rollback()
+        except (ReindexInProgress, NoPreviousCollection):
+            raise  # their own codes (409 reindex_in_progress, no_previous_collection)
         except (ReindexError, ModelMismatch) as exc:
             raise Conflict(str(exc), code="rollback_failed") from exc
         return RollbackResponse(
@@ -132,5 +132,5 @@ class AdminReindexController(Controller):
             model_id=report.model_id,
             dim=report.dim,
             replayed_documents=report.replayed_documents,
-            kb_version=engine.require().kb_version,
+            kb_version=running.kb.kb_version,
         )

@@ -8,7 +8,7 @@ from litestar.status_codes import HTTP_200_OK
 from search_api.auth import admin_guard
 from search_api.errors import ERROR_RESPONSES
 from search_api.schemas import Body
-from search_api.state import EngineState
+from search_api.state import AppState
 
 
 class CacheFlushResponse(Body):
@@ -32,14 +32,14 @@ class AdminCacheController(Controller):
         summary="Flush the query cache",
         responses=ERROR_RESPONSES,
     )
-    async def flush(self, engine: EngineState) -> CacheFlushResponse:
+    async def flush(self, serving: AppState) -> CacheFlushResponse:
         """Invalidate every cached answer by advancing `kb_version`, as an ingest does.
 
         Entries are not deleted one by one: no worker serves an entry of an older version, and
         TTL and LFU eviction reclaim the memory. If Redis is unreachable the bump is kept and
         applied when it returns; until then the cache is bypassed anyway.
         """
-        engine.require()
-        if engine.cache is None:
+        cache = serving.require().cache
+        if cache is None:
             return CacheFlushResponse(enabled=False)
-        return CacheFlushResponse(enabled=True, kb_version=await engine.cache.bump_version())
+        return CacheFlushResponse(enabled=True, kb_version=await cache.bump_version())

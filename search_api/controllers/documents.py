@@ -6,12 +6,12 @@ from litestar import Controller, delete, post
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.documents import Document
-from retrieval.pipeline import IngestReport
+from retrieval.knowledge_base import IngestReport
 from retrieval.types import DOC_ID_PATTERN
 from search_api.auth import admin_guard
 from search_api.errors import ERROR_RESPONSES, ApiError, NotFound
 from search_api.schemas import DocumentsRequest, DocumentsResponse
-from search_api.state import EngineState
+from search_api.state import AppState
 
 
 def _reply(report: IngestReport, kb_version: int) -> DocumentsResponse:
@@ -37,9 +37,10 @@ class DocumentsController(Controller):
         summary="Upsert documents",
         responses=ERROR_RESPONSES,
     )
-    async def upsert(self, data: DocumentsRequest, engine: EngineState) -> DocumentsResponse:
+    async def upsert(self, data: DocumentsRequest, serving: AppState) -> DocumentsResponse:
         """Chunk, embed and index each document, replacing any earlier version of it."""
-        limits = engine.settings.search
+        limits = serving.settings.search
+        max_chars = serving.settings.engine.data.max_document_chars
         if not data.documents:
             raise ApiError("documents must not be empty", code="empty_batch", field="documents")
         if len(data.documents) > limits.max_documents_per_request:
@@ -56,12 +57,12 @@ class DocumentsController(Controller):
                 kind=d.kind,
                 metadata=d.metadata,
                 aliases=tuple(d.aliases),
-            ).validate(limits.max_document_chars)
+            ).validate(max_chars)
             for d in data.documents
         ]
-        pipeline = engine.require()
-        report = await pipeline.ingest(docs)
-        return _reply(report, pipeline.kb_version)
+        kb = serving.require().kb
+        report = await kb.ingest(docs)
+        return _reply(report, kb.kb_version)
 
     @delete(
         "/{doc_id:str}",
@@ -70,12 +71,12 @@ class DocumentsController(Controller):
         summary="Delete a document",
         responses=ERROR_RESPONSES,
     )
-    async def remove(self, doc_id: str, engine: EngineState) -> DocumentsResponse:
+    async def remove(self, doc_id: str, serving: AppState) -> DocumentsResponse:
         """Remove a document and all its chunks; 404 when it is not stored."""
         if not DOC_ID_PATTERN.match(doc_id):
             raise ApiError("invalid document id", code="invalid_document_id", field="doc_id")
-        pipeline = engine.require()
-        report = await pipeline.delete([doc_id])
+        kb = serving.require().kb
+        report = await kb.delete([doc_id])
         if report.removed_chunks == 0:
             raise NotFound(f"document {doc_id!r} not found", code="document_not_found", field="doc_id")
-        return _reply(report, pipeline.kb_version)
+        return _reply(report, kb.kb_version)

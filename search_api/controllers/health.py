@@ -7,7 +7,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from search_api.schemas import Health, Readiness
-from search_api.state import EngineState
+from search_api.state import AppState
 
 
 class HealthController(Controller):
@@ -29,35 +29,36 @@ class HealthController(Controller):
             503: ResponseSpec(data_container=Readiness, description="Not ready", generate_examples=False)
         },
     )
-    async def ready(self, engine: EngineState) -> Response[Readiness]:
+    async def ready(self, serving: AppState) -> Response[Readiness]:
         """Encoder, store and cache state; 503 until every one of them answers."""
-        pipeline = engine.pipeline
-        if pipeline is None:
+        running = serving.engine
+        if running is None:
             body = Readiness(
                 ready=False,
                 encoder={"ready": False},
                 store={"ready": False},
                 cache={"enabled": False},
-                detail=f"engine is {engine.phase}" + (f": {engine.error}" if engine.error else ""),
+                detail=f"engine is {serving.phase}" + (f": {serving.error}" if serving.error else ""),
             )
             return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
-        encoder_ok = await pipeline.encoder.ready()
-        store_ok = await pipeline.store.ready()
+        kb = running.kb
+        encoder_ok = await kb.encoder.ready()
+        store_ok = await kb.store.ready()
         store: dict[str, object] = {
             "ready": store_ok,
-            "chunks": pipeline.stats.n_docs,
-            "kb_version": pipeline.kb_version,
+            "chunks": kb.stats.n_docs,
+            "kb_version": kb.kb_version,
         }
-        breaker = getattr(pipeline.store, "breaker", None)
+        breaker = getattr(kb.store, "breaker", None)
         if breaker is not None:  # open while Milvus is unreachable: searches get 503 at once
             store["circuit"] = breaker.state.value
         # An encoder outage degrades search to BM25 but does not stop it: still ready, flagged.
         body = Readiness(
             ready=store_ok,
             degraded=not encoder_ok,
-            encoder={"ready": encoder_ok, "model_id": pipeline.encoder.model_id, "dim": pipeline.encoder.dim},
+            encoder={"ready": encoder_ok, "model_id": kb.encoder.model_id, "dim": kb.encoder.dim},
             store=store,
-            cache=await engine.cache.status() if engine.cache is not None else {"enabled": False},
+            cache=await running.cache.status() if running.cache is not None else {"enabled": False},
             detail=None if store_ok else "the vector store (Milvus) is unreachable",
         )
         return Response(body, status_code=HTTP_200_OK if body.ready else HTTP_503_SERVICE_UNAVAILABLE)

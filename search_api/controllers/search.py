@@ -5,18 +5,18 @@ from __future__ import annotations
 from litestar import Controller, MediaType, Response, post
 from litestar.status_codes import HTTP_200_OK
 
-from retrieval.types import SearchFilter
+from retrieval.service import SearchQuery
+from retrieval.types import SearchFilter, SearchMode
 from search_api.auth import search_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
-from search_api.schemas import (
-    SearchRequest,
-    SearchResponse,
-)
-from search_api.state import EngineState
+from search_api.reply import splice
+from search_api.schemas import SearchRequest, SearchResponse
+from search_api.settings import SearchLimits
+from search_api.state import AppState
 
 
-def _validate(data: SearchRequest, state: EngineState) -> tuple[str, SearchFilter]:
-    limits = state.settings.search
+def search_query(data: SearchRequest, limits: SearchLimits) -> SearchQuery:
+    """The engine's query for a request body, after the API's limits; raises `ApiError` (4xx)."""
     query = data.query.strip()
     if not query:
         raise ApiError("query must not be empty or whitespace", code="empty_query", field="query")
@@ -34,7 +34,15 @@ def _validate(data: SearchRequest, state: EngineState) -> tuple[str, SearchFilte
         )
     f = data.filters
     where = SearchFilter.build(f.kind, f.doc_id, f.metadata) if f is not None else SearchFilter()
-    return query, where
+    return SearchQuery(
+        text=query,
+        top_k=data.top_k,
+        offset=data.offset,
+        mode=SearchMode(data.mode),
+        where=where,
+        route=data.route,
+        use_cache=data.cache,
+    )
 
 
 class SearchController(Controller):
@@ -50,10 +58,10 @@ class SearchController(Controller):
         summary="Search the knowledge base",
         responses=ERROR_RESPONSES,
     )
-    async def search(self, data: SearchRequest, engine: EngineState) -> Response[SearchResponse]:
-        """Fuse dense and BM25 retrieval with weighted RRF; each hit explains its rank."""
-        query, where = _validate(data, engine)
+    async def search(self, data: SearchRequest, serving: AppState) -> Response[SearchResponse]:
+        """Fuse dense and BM25 retrieval; each hit explains its rank."""
+        query = search_query(data, serving.settings.search)
+        result = await serving.require().service.search(query)
         # The body is already JSON (a cache hit is spliced, never re-encoded); the annotation
         # still documents it as a SearchResponse.
-        body = await engine.service.search(engine.require(), data, query, where)
-        return Response(content=body, media_type=MediaType.JSON)  # type: ignore[arg-type]
+        return Response(content=splice(result), media_type=MediaType.JSON)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.bench_scale import BlendedPassages, plot, recall_at_10, turn, write_markdown
+from eval.bench.scale import BlendedPassages, plot, recall_at_10, turn, write_markdown
 from tests.conftest import HashingEncoder
 
 pytestmark = pytest.mark.unit

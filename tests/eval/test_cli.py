@@ -36,7 +36,7 @@ def test_convert_cmrc_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_dataset_shortcuts_convert_into_the_data_folder(settings: Settings) -> None:
     path, name = resolve_dataset("cmrc-chunk", settings, CMRC_DEV, quiet=True)
-    assert path == settings.service.data_dir / "datasets" / "cmrc-chunk" and name == "cmrc-chunk"
+    assert path == settings.data.dir / "datasets" / "cmrc-chunk" and name == "cmrc-chunk"
     assert json.loads((path / "conversion.json").read_text())["settings"] == {
         "max_chars": settings.chunking.max_chars,
         "min_chars": settings.chunking.min_chars,

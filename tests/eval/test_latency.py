@@ -231,7 +231,7 @@ def live_api(
     queries_path.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in queries), encoding="utf-8")
 
     port = _free_port()
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data), "SEARCH_SERVICE_FIXTURES_PATH": str(kb)}
+    env = {**os.environ, "SEARCH_DATA_DIR": str(data), "SEARCH_DATA_FIXTURES": str(kb)}
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
         [

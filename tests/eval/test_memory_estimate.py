@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.memory_estimate import ChunkShape, markdown, per_chunk_bytes
+from eval.bench.memory_estimate import ChunkShape, markdown, per_chunk_bytes
 
 pytestmark = pytest.mark.unit
 

@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.metrics import (
-    compare_runs,
-    evaluate_run,
-    first_per_document,
-    latency_summary,
-    markdown_table,
-    percentile,
-    read_trec,
-    write_trec,
-)
+from eval.bench.stats import latency_summary, percentile
+from eval.metrics import compare_runs, evaluate_run, first_per_document, markdown_table, read_trec, write_trec
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,6 @@ from eval.quality import (
     StoreIds,
     collection_name,
     parse_modes,
-    routing_available,
     run_quality,
     with_overrides,
 )
@@ -151,7 +150,6 @@ async def test_ids_with_whitespace_are_refused_before_any_work(settings: Setting
 async def test_routed_mode_runs_through_the_router(
     settings: Settings, tiny_beir: Path, tmp_path: Path
 ) -> None:
-    assert routing_available()
     config = QualityConfig(dataset=tiny_beir, out=tmp_path / "out", modes=("hybrid", "routed"), quiet=True)
     result = await run_quality(config, settings, encoder=HashingEncoder())
     # No head is trained for the test encoder, so every query takes the default route: routed
@@ -170,7 +168,7 @@ def test_encoder_ab_comparison(
     with EmbeddingServer(dim=24, ollama_models=["emb-a", "emb-b"]) as server:
         monkeypatch.setenv("EMBEDDING_PROVIDER", "ollama")
         monkeypatch.setenv("EMBEDDING_API_URL", server.base_url)
-        monkeypatch.setenv("SEARCH_DATA_DIR", str(settings.service.data_dir))
+        monkeypatch.setenv("SEARCH_DATA_DIR", str(settings.data.dir))
         out = tmp_path / "ab"
         args = ["quality", "-q", "--dataset", str(tiny_beir), "--modes", "dense,hybrid", "--out", str(out)]
         assert main([*args, "--encoder", "ollama/emb-a,ollama/emb-b"]) == 0

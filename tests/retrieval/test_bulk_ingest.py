@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from retrieval.bulk_ingest import BulkProgress, IngestCheckpoint, bulk_ingest, checkpoint_path
-from retrieval.engine import open_pipeline
+from retrieval.engine import Engine
 from retrieval.errors import InvalidDocument
-from retrieval.pipeline import SearchPipeline
 from retrieval.settings import Settings, load_settings
-from tests.conftest import HashingEncoder
+from tests.conftest import open_test_engine, search
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +33,9 @@ def _write(path: Path, paragraphs: list[str], n: int) -> Path:
 
 async def _run(
     settings: Settings, source: Path, *, stop_after: int | None = None, batch: int = 4
-) -> tuple[SearchPipeline, int]:
-    """Bulk-ingest `source`; `stop_after` batches raises Interrupted. Returns the open pipeline."""
-    pipeline = await open_pipeline(settings, encoder=HashingEncoder())
+) -> tuple[Engine, int]:
+    """Bulk-ingest `source`; `stop_after` batches raises Interrupted. Returns the open engine."""
+    engine = await open_test_engine(settings)
     seen = 0
 
     def progress(_: BulkProgress) -> None:
@@ -46,32 +45,32 @@ async def _run(
             raise Interrupted
 
     report = await bulk_ingest(
-        pipeline,
+        engine.kb,
         source,
         checkpoint=_checkpoint(settings, source),
         collection=COLLECTION,
         batch=batch,
         on_progress=progress,
     )
-    return pipeline, report.resumed_documents
+    return engine, report.resumed_documents
 
 
 def _checkpoint(settings: Settings, source: Path) -> Path:
-    return checkpoint_path(settings.service.data_dir / "collections", source, COLLECTION)
+    return checkpoint_path(settings.data.dir / "collections", source, COLLECTION)
 
 
-async def _snapshot(pipeline: SearchPipeline) -> tuple[object, ...]:
+async def _snapshot(engine: Engine) -> tuple[object, ...]:
     """What a user could observe: rows with their BM25 bookkeeping, statistics, and rankings."""
     rows = sorted(
         [
             (s.chunk_id, s.doc_id, s.length, sorted(s.terms.items()))
-            async for b in pipeline.store.iterate_terms()
+            async for b in engine.kb.store.iterate_terms()
             for s in b
         ]
     )
-    stats = pipeline.stats
+    stats = engine.kb.stats
     hits = [
-        [(h.hit.id, round(h.score, 6)) for h in (await pipeline.search(q, top_k=5)).hits]
+        [(h.id, round(h.score, 6)) for h in (await search(engine, q, top_k=5)).hits]
         for q in ("广茂铁路全长多少公里", "段落7", "历史")
     ]
     return rows, stats.n_docs, stats.total_len, stats.df, round(stats.reference_avgdl, 9), hits
@@ -87,40 +86,40 @@ async def test_an_interrupted_run_resumes_and_equals_a_straight_run(
     straight = load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path / "straight"), **exact})
     resumed = load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path / "resumed"), **exact})
 
-    pipeline, _ = await _run(straight, source)
-    expected = await _snapshot(pipeline)
-    await pipeline.close()
+    engine, _ = await _run(straight, source)
+    expected = await _snapshot(engine)
+    await engine.close()
 
     with pytest.raises(Interrupted):
         await _run(resumed, source, stop_after=2)
     saved = IngestCheckpoint.load(_checkpoint(resumed, source))
     assert saved is not None and (saved.documents, saved.line) == (8, 8)
 
-    pipeline, skipped = await _run(resumed, source)
+    engine, skipped = await _run(resumed, source)
     try:
         assert skipped == 8
         assert not _checkpoint(resumed, source).exists()  # a finished file leaves no checkpoint
-        assert await _snapshot(pipeline) == expected
+        assert await _snapshot(engine) == expected
     finally:
-        await pipeline.close()
+        await engine.close()
 
 
 async def test_a_rerun_leaves_the_collection_as_it_was(tmp_path: Path, cmrc_paragraphs: list[str]) -> None:
     source = _write(tmp_path / "docs.jsonl", cmrc_paragraphs, 10)
     settings = load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path / "data")})
-    pipeline, _ = await _run(settings, source, batch=3)
-    first = await _snapshot(pipeline)
-    await pipeline.close()
+    engine, _ = await _run(settings, source, batch=3)
+    first = await _snapshot(engine)
+    await engine.close()
 
-    pipeline, skipped = await _run(settings, source, batch=3)
+    engine, skipped = await _run(settings, source, batch=3)
     try:
         assert skipped == 0
-        assert await _snapshot(pipeline) == first
-        assert {s.doc_id async for b in pipeline.store.iterate_terms() for s in b} == {
+        assert await _snapshot(engine) == first
+        assert {s.doc_id async for b in engine.kb.store.iterate_terms() for s in b} == {
             f"p{i}" for i in range(10)
         }
     finally:
-        await pipeline.close()
+        await engine.close()
 
 
 async def test_a_checkpoint_of_an_edited_file_is_not_trusted(
@@ -134,14 +133,14 @@ async def test_a_checkpoint_of_an_edited_file_is_not_trusted(
     _write(source, cmrc_paragraphs[1:], 12)
     stat = source.stat()
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    pipeline, skipped = await _run(settings, source)
+    engine, skipped = await _run(settings, source)
     try:
         assert skipped == 0
-        ids = {s.doc_id async for b in pipeline.store.iterate_terms() for s in b}
+        ids = {s.doc_id async for b in engine.kb.store.iterate_terms() for s in b}
         assert ids == {f"p{i}" for i in range(12)}
-        assert pipeline.stats.n_docs == await pipeline.store.count()  # statistics count chunks
+        assert engine.kb.stats.n_docs == await engine.kb.store.count()  # statistics count chunks
     finally:
-        await pipeline.close()
+        await engine.close()
 
 
 async def test_a_bad_line_is_named_and_the_batches_before_it_stay(
@@ -154,11 +153,11 @@ async def test_a_bad_line_is_named_and_the_batches_before_it_stay(
     settings = load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path / "data")})
     with pytest.raises(InvalidDocument, match=r"docs\.jsonl:7:"):
         await _run(settings, source, batch=3)
-    pipeline = await open_pipeline(settings, encoder=HashingEncoder())
+    engine = await open_test_engine(settings)
     try:
         # Lines 1-6 were two full batches before the bad one; the statistics agree with the store.
-        ids = {s.doc_id async for b in pipeline.store.iterate_terms() for s in b}
+        ids = {s.doc_id async for b in engine.kb.store.iterate_terms() for s in b}
         assert ids == {f"p{i}" for i in range(6)}
-        assert pipeline.stats.n_docs == await pipeline.store.count()
+        assert engine.kb.stats.n_docs == await engine.kb.store.count()
     finally:
-        await pipeline.close()
+        await engine.close()

@@ -6,21 +6,28 @@ import asyncio
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from retrieval.answer import Answer
+from retrieval.collections.records import Checkpoint, ReindexPaths, collection_name
+from retrieval.collections.reindex import reindex, rollback
+from retrieval.collections.specs import encoder_from_spec, local_encoder, parse_spec
+from retrieval.collections.stores import pointer_for
 from retrieval.documents import Document
 from retrieval.encoders.build import BuiltModel
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.remote import RemoteEncoder, RemoteEncoderConfig
-from retrieval.engine import build_tokenizer, encoder_from_spec, local_encoder, open_pipeline, parse_spec
+from retrieval.engine import build_tokenizer, open_knowledge_base
 from retrieval.errors import ModelMismatch, NoPreviousCollection, PointerError
-from retrieval.pipeline import SearchPipeline
-from retrieval.reindex import Checkpoint, ReindexPaths, collection_name, reindex, rollback
+from retrieval.fusion import WeightedRRF
+from retrieval.knowledge_base import KnowledgeBase
+from retrieval.service import SearchQuery, SearchService
 from retrieval.settings import Settings, load_settings
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from retrieval.store.milvus import MilvusStore
-from retrieval.store.pointer import FilePointer, pointer_for
+from retrieval.store.pointer import FilePointer
 from retrieval.types import SearchFilter, SearchMode, StoredHit
 from tests.conftest import HashingEncoder
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
@@ -47,23 +54,34 @@ def _store(settings: Settings, name: str) -> MilvusStore:
     return MilvusStore(settings.milvus_uri, name)
 
 
-def _live(pipeline: SearchPipeline) -> MilvusStore:
+def _live(pipeline: KnowledgeBase) -> MilvusStore:
     store = pipeline.store
     assert isinstance(store, MilvusStore)
     return store
 
 
-async def _sparse(pipeline: SearchPipeline, store: MilvusStore, query: str) -> list[tuple[str, float]]:
+async def _sparse(pipeline: KnowledgeBase, store: MilvusStore, query: str) -> list[tuple[str, float]]:
     hits: list[StoredHit] = await store.search_sparse(pipeline.sparse.query_vector(query), 20, SearchFilter())
     return [(h.id, round(h.score, 5)) for h in hits]
 
 
-async def _search_loop(pipeline: SearchPipeline, stop: asyncio.Event, failures: list[BaseException]) -> int:
+async def _search(kb: KnowledgeBase, text: str, **query: Any) -> Answer:
+    """The served answer over `kb` (RRF, no router, no cache)."""
+    return (await SearchService(kb, WeightedRRF()).search(SearchQuery(text, **query))).answer
+
+
+def _dense_score(answer: Answer) -> float:
+    dense = answer.hits[0].explanation.dense
+    assert dense is not None
+    return dense.score
+
+
+async def _search_loop(pipeline: KnowledgeBase, stop: asyncio.Event, failures: list[BaseException]) -> int:
     """Hybrid searches back to back until told to stop; returns how many ran."""
     done = 0
     while not stop.is_set():
         try:
-            outcome = await pipeline.search(QUERIES[done % len(QUERIES)], top_k=5)
+            outcome = await _search(pipeline, QUERIES[done % len(QUERIES)], top_k=5)
             if not outcome.hits or outcome.degraded:
                 raise AssertionError(f"empty or degraded answer: {outcome}")
         except Exception as exc:  # collected, so the test reports every failure, not the first
@@ -84,14 +102,14 @@ async def test_round_trip_local_int8_to_remote_model_and_back(
     # and the search loop below must see every answer.
     settings = dataclasses.replace(settings, sparse=dataclasses.replace(settings.sparse, reweight_drift=10.0))
     local = local_encoder(settings, built_model)
-    pipeline = await open_pipeline(settings, encoder=local, tokenizer=tokenizer)
+    pipeline = await open_knowledge_base(settings, local, tokenizer=tokenizer)
     with EmbeddingServer(dim=24, ollama_models=[OLLAMA_MODEL]) as server:
         try:
             await pipeline.ingest(_docs(cmrc_paragraphs, 0, 14, chars=120))  # short: the model is slow
             source = _live(pipeline).collection
             assert source == settings.store.collection  # the first collection keeps the logical name
-            dense_before = await pipeline.search("段落5", mode=SearchMode.DENSE, top_k=3)
-            old_vector = await pipeline.embed_query("段落5")
+            dense_before = await _search(pipeline, "段落5", mode=SearchMode.DENSE, top_k=3)
+            old_vector = await pipeline.encoder.encode_queries(["段落5"])
             version = pipeline.kb_version
 
             # Slow the target service a little so writes and searches overlap the copy for sure.
@@ -134,18 +152,18 @@ async def test_round_trip_local_int8_to_remote_model_and_back(
                 await old.close()
             # A search that embedded its query just before the swap is answered by the old collection.
             straddling = await live.search_dense(old_vector[0], 3, SearchFilter())
-            assert [h.id for h in straddling] == [h.hit.id for h in dense_before.hits]
+            assert [h.id for h in straddling] == [h.id for h in dense_before.hits]
             # Dense search runs on the new model now.
             assert pipeline.encoder.model_id == f"ollama/{OLLAMA_MODEL}" and pipeline.encoder.dim == 24
             assert (await live.describe()).dim == 24
             server.reset_records()
-            dense = await pipeline.search("烽火台", mode=SearchMode.DENSE, top_k=3)
+            dense = await _search(pipeline, "烽火台", mode=SearchMode.DENSE, top_k=3)
             assert dense.hits and server.embed_requests[0].inputs == ["烽火台"]
             assert {c.doc_id for c in await live.chunks(["late-1", "p3"])} == {"late-1"}
             assert pipeline.kb_version > version
-            pointer = FilePointer(settings.service.data_dir / "collections" / "kb_chunks.json", "kb_chunks")
+            pointer = FilePointer(settings.data.dir / "collections" / "kb_chunks.json", "kb_chunks")
             assert (await pointer.active(), await pointer.previous()) == (report.target, source)
-            assert (settings.service.data_dir / "bm25" / f"{report.target}.json").exists()
+            assert (settings.data.dir / "bm25" / f"{report.target}.json").exists()
             assert not ReindexPaths.for_settings(settings).checkpoint.exists()
 
             # A write after the swap reaches the old collection through the rollback's replay.
@@ -154,11 +172,11 @@ async def test_round_trip_local_int8_to_remote_model_and_back(
             await back.retired_encoder.close()
             assert (back.active, back.replaced) == (source, report.target) and back.replayed_documents == 1
             assert pipeline.encoder is local and _live(pipeline).collection == source
-            dense_after = await pipeline.search("段落5", mode=SearchMode.DENSE, top_k=3)
-            assert dense_after.hits[0].hit.id == dense_before.hits[0].hit.id
-            assert dense_after.hits[0].hit.score == pytest.approx(dense_before.hits[0].hit.score, abs=1e-4)
-            found = await pipeline.search("雪原上的狼群", mode=SearchMode.SPARSE, top_k=1)
-            assert found.hits[0].hit.doc_id == "after-1"
+            dense_after = await _search(pipeline, "段落5", mode=SearchMode.DENSE, top_k=3)
+            assert dense_after.hits[0].id == dense_before.hits[0].id
+            assert _dense_score(dense_after) == pytest.approx(_dense_score(dense_before), abs=1e-4)
+            found = await _search(pipeline, "雪原上的狼群", mode=SearchMode.SPARSE, top_k=1)
+            assert found.hits[0].doc_id == "after-1"
             assert await pointer.active() == source and await pointer.previous() == report.target
         finally:
             await pipeline.close()
@@ -169,7 +187,7 @@ async def test_interrupted_reindex_resumes_and_keeps_writes_across_a_restart(
     cmrc_paragraphs: list[str],
     tokenizer: JiebaTokenizer,
 ) -> None:
-    pipeline = await open_pipeline(settings, encoder=HashingEncoder(), tokenizer=tokenizer)
+    pipeline = await open_knowledge_base(settings, HashingEncoder(), tokenizer=tokenizer)
     await pipeline.ingest(_docs(cmrc_paragraphs, 0, 20))
     total = await pipeline.store.count()
     target = HashingEncoder(dim=32, model_id="hash-32")
@@ -187,12 +205,12 @@ async def test_interrupted_reindex_resumes_and_keeps_writes_across_a_restart(
     checkpoint = Checkpoint.load(paths.checkpoint)
     assert checkpoint is not None and 12 <= checkpoint.copied < total
     assert _live(pipeline).collection == "kb_chunks"  # nothing swapped
-    assert (await pipeline.search("北京", top_k=3)).hits
+    assert (await _search(pipeline, "北京", top_k=3)).hits
 
     # Writes while no reindex runs, and a restart in between, are still journaled.
     await pipeline.ingest([Document(id="gap-1", title="间隙", text="中断之后写入的第一篇。")])
     await pipeline.close()
-    pipeline = await open_pipeline(settings, encoder=HashingEncoder(), tokenizer=tokenizer)
+    pipeline = await open_knowledge_base(settings, HashingEncoder(), tokenizer=tokenizer)
     try:
         await pipeline.ingest([Document(id="gap-2", title="重启", text="重启之后写入的第二篇。")])
         await pipeline.delete(["p0"])
@@ -211,10 +229,10 @@ async def test_interrupted_reindex_resumes_and_keeps_writes_across_a_restart(
 
     # Started with the old model, the service refuses and says how to get going again.
     with pytest.raises(ModelMismatch, match=r"reindex --rollback") as refused:
-        await open_pipeline(settings, encoder=HashingEncoder(), tokenizer=tokenizer)
+        await open_knowledge_base(settings, HashingEncoder(), tokenizer=tokenizer)
     assert "hash-32" in str(refused.value)
 
-    pipeline = await open_pipeline(
+    pipeline = await open_knowledge_base(
         settings, encoder=HashingEncoder(dim=32, model_id="hash-32"), tokenizer=tokenizer
     )
     try:
@@ -231,7 +249,7 @@ async def test_interrupted_reindex_resumes_and_keeps_writes_across_a_restart(
 async def test_abandoned_reindex_drops_its_target_and_rollback_needs_a_swap(
     settings: Settings, tokenizer: JiebaTokenizer
 ) -> None:
-    pipeline = await open_pipeline(settings, encoder=HashingEncoder(), tokenizer=tokenizer)
+    pipeline = await open_knowledge_base(settings, HashingEncoder(), tokenizer=tokenizer)
     try:
         await pipeline.ingest([Document(id=f"d{i}", text=f"第{i}篇文档的内容。") for i in range(12)])
         with pytest.raises(NoPreviousCollection):
@@ -309,4 +327,4 @@ async def test_encoder_specs_and_collection_names(settings: Settings) -> None:
         assert encoder.config.dim is None  # EMBEDDING_API_DIM belongs to the configured model "a"
     finally:
         await encoder.close()
-    assert pointer_for(settings).path == settings.service.data_dir / "collections" / "kb_chunks.json"  # type: ignore[union-attr]
+    assert pointer_for(settings).path == settings.data.dir / "collections" / "kb_chunks.json"  # type: ignore[union-attr]

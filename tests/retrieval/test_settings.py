@@ -18,7 +18,7 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
         environ={"SEARCH_DATA_DIR": str(tmp_path), "SEARCH_FUSION_K": "30", "MILVUS_URI": "http://h:19530"},
     )
     assert s.fusion.k == 30 and s.store.collection == "other"
-    assert s.service.data_dir == tmp_path
+    assert s.data.dir == tmp_path
     assert s.milvus_uri == "http://h:19530"
     assert load_settings(environ={"SEARCH_DATA_DIR": str(tmp_path)}).milvus_uri == str(tmp_path / "milvus.db")
 

@@ -8,12 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from retrieval.settings import Settings
 from search_api.app import create_app
+from search_api.settings import ApiSettings, ServiceSettings
 from tests.conftest import HashingEncoder
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -37,30 +39,35 @@ DOCS = [
 ]
 
 
+def api(settings: Settings, **service: Any) -> ApiSettings:
+    """API settings over engine `settings`, with `service` fields (keys, CORS) set."""
+    return ApiSettings(engine=settings, service=ServiceSettings(**service))
+
+
 @pytest.fixture
-def api_settings(settings: Settings, tmp_path: Path) -> Settings:
+def api_settings(settings: Settings, tmp_path: Path) -> ApiSettings:
     kb = tmp_path / "kb.jsonl"
     kb.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in DOCS), encoding="utf-8")
-    service = dataclasses.replace(settings.service, fixtures_path=kb, admin_key=ADMIN_KEY)
+    data = dataclasses.replace(settings.data, fixtures=kb)
     sparse = dataclasses.replace(settings.sparse, lexicon=(str(kb),))
-    return dataclasses.replace(settings, service=service, sparse=sparse)
+    return api(dataclasses.replace(settings, data=data, sparse=sparse), admin_key=ADMIN_KEY)
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def serving(settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     """A test client of an app over `settings`, once its engine is ready."""
     app = create_app(settings, encoder=HashingEncoder())
     async with AsyncTestClient(app=app) as test_client:
         # The app runs on the test client's own loop; poll readiness as a real client would.
         for _ in range(600):
-            if (await test_client.get("/v1/ready")).status_code == 200 or app.state.engine.phase == "failed":
+            if (await test_client.get("/v1/ready")).status_code == 200 or app.state.serving.phase == "failed":
                 break
             await asyncio.sleep(0.05)
-        assert app.state.engine.phase == "ready", app.state.engine.error
+        assert app.state.serving.phase == "ready", app.state.serving.error
         yield test_client
 
 
 @pytest.fixture
-async def client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def client(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     async with serving(api_settings) as test_client:
         yield test_client

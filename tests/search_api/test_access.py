@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from litestar.testing import AsyncTestClient
 
-from retrieval.settings import Settings, load_settings
 from search_api.app import create_app
 from search_api.auth import KeyRing, hash_key
 from search_api.cli import main
+from search_api.settings import ApiSettings, load_api_settings
 from tests.conftest import HashingEncoder
 from tests.search_api.conftest import ADMIN_KEY, serving
 
@@ -26,7 +26,7 @@ DOC = {
 
 
 @pytest.fixture
-async def locked(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def locked(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     """Admin key plain and hashed; search keys plain and hashed: search needs a key."""
     service = dataclasses.replace(
         api_settings.service,
@@ -49,7 +49,7 @@ def test_key_ring_accepts_plain_and_hashed_keys_only() -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize("entry", ["the-plain-key-pasted-by-mistake", "sha256:abc", "md5:" + "0" * 64])
-def test_a_malformed_digest_stops_start_up_without_echoing_it(api_settings: Settings, entry: str) -> None:
+def test_a_malformed_digest_stops_start_up_without_echoing_it(api_settings: ApiSettings, entry: str) -> None:
     service = dataclasses.replace(api_settings.service, api_key_hashes=(entry,))
     with pytest.raises(ValueError, match="api_key_hashes") as caught:
         create_app(dataclasses.replace(api_settings, service=service), encoder=HashingEncoder())
@@ -59,7 +59,7 @@ def test_a_malformed_digest_stops_start_up_without_echoing_it(api_settings: Sett
 @pytest.mark.unit
 def test_keys_come_from_the_environment_and_stay_out_of_reprs() -> None:
     env = {"SEARCH_API_ADMIN_KEY": "adm-secret", "SEARCH_API_KEYS": "k-one, k-two"}
-    settings = load_settings(environ=env)
+    settings = load_api_settings(environ=env)
     assert settings.service.admin_key == "adm-secret"
     assert settings.service.api_keys == ("k-one", "k-two")
     shown = repr(settings)

@@ -20,10 +20,11 @@ from litestar.testing import AsyncTestClient
 from eval.server import free_port
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.remote import RemoteEncoderConfig
-from retrieval.engine import ingest_fixtures, open_pipeline
-from retrieval.settings import Settings, load_settings
+from retrieval.engine import ingest_fixture_file, open_knowledge_base
+from retrieval.settings import load_settings
 from search_api.app import create_app
 from search_api.cli import main
+from search_api.settings import ApiSettings
 from tests.conftest import HashingEncoder
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
 from tests.search_api.conftest import ADMIN_KEY
@@ -42,10 +43,12 @@ def embedding_server() -> Iterator[EmbeddingServer]:
 
 
 @pytest.fixture
-def remote_settings(api_settings: Settings, embedding_server: EmbeddingServer) -> Settings:
+def remote_settings(api_settings: ApiSettings, embedding_server: EmbeddingServer) -> ApiSettings:
     """The API starts on the test encoder; `ollama/...` specs reach the loopback embedding server."""
     remote = RemoteEncoderConfig("ollama", embedding_server.base_url, MODEL, max_attempts=1)
-    return dataclasses.replace(api_settings, remote_encoder=remote)
+    return dataclasses.replace(
+        api_settings, engine=dataclasses.replace(api_settings.engine, remote_encoder=remote)
+    )
 
 
 async def _ready(client: AsyncTestClient[Litestar], app: Litestar) -> None:
@@ -53,11 +56,11 @@ async def _ready(client: AsyncTestClient[Litestar], app: Litestar) -> None:
         if (await client.get("/v1/ready")).status_code == 200:
             return
         await asyncio.sleep(0.05)
-    pytest.fail(f"not ready: {app.state.engine.phase} {app.state.engine.error}")
+    pytest.fail(f"not ready: {app.state.serving.phase} {app.state.serving.error}")
 
 
 @pytest.fixture
-async def admin_client(remote_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def admin_client(remote_settings: ApiSettings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     app = create_app(remote_settings, encoder=HashingEncoder())
     async with AsyncTestClient(app=app) as client:
         await _ready(client, app)
@@ -138,7 +141,7 @@ async def test_reindex_needs_the_key_runs_while_serving_and_rolls_back(
 
 @pytest.mark.e2e
 async def test_cli_reindex_and_rollback_through_a_running_server(
-    remote_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    remote_settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
     server = uvicorn.Server(
@@ -162,7 +165,7 @@ async def test_cli_reindex_and_rollback_through_a_running_server(
                 assert time.monotonic() < deadline, "server did not become ready"
                 await asyncio.sleep(0.1)
             monkeypatch.setenv("SEARCH_API_ADMIN_KEY", ADMIN_KEY)
-            monkeypatch.setenv("SEARCH_DATA_DIR", str(remote_settings.service.data_dir))
+            monkeypatch.setenv("SEARCH_DATA_DIR", str(remote_settings.engine.data.dir))
 
             def cli(*args: str) -> int:
                 return main(["reindex", *args, "--url", url, "--poll", "0.05", "--no-progress"])
@@ -181,12 +184,12 @@ async def test_cli_reindex_and_rollback_through_a_running_server(
 
 @pytest.mark.e2e
 def test_cli_reindex_in_process_without_a_server(
-    remote_settings: Settings, embedding_server: EmbeddingServer, monkeypatch: pytest.MonkeyPatch
+    remote_settings: ApiSettings, embedding_server: EmbeddingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {
-        "SEARCH_DATA_DIR": str(remote_settings.service.data_dir),
+        "SEARCH_DATA_DIR": str(remote_settings.engine.data.dir),
         "SEARCH_API_PORT": str(free_port()),  # nothing listens there: the CLI works in-process
-        "SEARCH_SPARSE_LEXICON": str(remote_settings.service.fixtures_path),
+        "SEARCH_SPARSE_LEXICON": str(remote_settings.engine.data.fixtures),
         "EMBEDDING_PROVIDER": "ollama",
         "EMBEDDING_API_URL": embedding_server.base_url,
         "EMBEDDING_API_MODEL": MODEL,
@@ -199,14 +202,14 @@ def test_cli_reindex_in_process_without_a_server(
         # What `serve` leaves behind on this service: the fixtures embedded by the Ollama model.
         encoder = remote_encoder(RemoteEncoderConfig("ollama", embedding_server.base_url, MODEL))
         await encoder.discover_dim()
-        pipeline = await open_pipeline(settings, encoder=encoder)
+        kb = await open_knowledge_base(settings, encoder)
         try:
-            await ingest_fixtures(pipeline, dataclasses.replace(settings, service=remote_settings.service))
+            await ingest_fixture_file(kb, dataclasses.replace(settings, data=remote_settings.engine.data))
         finally:
-            await pipeline.close()
+            await kb.close()
 
     asyncio.run(build_collection())
     assert main(["reindex", "--to", "openai/text-embedding-3-small", "--no-progress"]) == 0
     assert main(["reindex", "--rollback"]) == 0
-    state = json.loads((settings.service.data_dir / "collections" / "kb_chunks.json").read_text())
+    state = json.loads((settings.data.dir / "collections" / "kb_chunks.json").read_text())
     assert state["active"] == "kb_chunks" and state["history"][0]["spec"] == "openai/text-embedding-3-small"

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from litestar.testing import AsyncTestClient
 
-from retrieval.settings import Settings
 from search_api.app import create_app
+from search_api.settings import ApiSettings
 from tests.conftest import HashingEncoder
 from tests.retrieval.cache.cache_test_support import SHARED_REDIS_URL, RedisServer, delete_prefix
 from tests.search_api.conftest import ADMIN_KEY
@@ -20,14 +20,18 @@ from tests.search_api.conftest import ADMIN_KEY
 pytestmark = pytest.mark.integration
 
 
-def _with_redis(settings: Settings, url: str, prefix: str, threshold: float = 0.9) -> Settings:
+def _with_redis(settings: ApiSettings, url: str, prefix: str, threshold: float = 0.9) -> ApiSettings:
     cache = dataclasses.replace(
-        settings.cache, redis_url=url, key_prefix=prefix, semantic_threshold=threshold, socket_timeout_s=0.2
+        settings.engine.cache,
+        redis_url=url,
+        key_prefix=prefix,
+        semantic_threshold=threshold,
+        socket_timeout_s=0.2,
     )
-    return dataclasses.replace(settings, cache=cache)
+    return dataclasses.replace(settings, engine=dataclasses.replace(settings.engine, cache=cache))
 
 
-async def _started(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def _started(settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     app = create_app(settings, encoder=HashingEncoder())
     async with AsyncTestClient(app=app) as client:
         for _ in range(400):
@@ -38,7 +42,7 @@ async def _started(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # typ
 
 
 @pytest.fixture
-async def redis_client(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def redis_client(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     prefix = f"test:api:{uuid.uuid4().hex[:10]}:"
     async for client in _started(_with_redis(api_settings, SHARED_REDIS_URL, prefix)):
         yield client
@@ -83,7 +87,7 @@ async def test_no_hit_across_an_ingest(redis_client: AsyncTestClient) -> None:  
     assert "loc-2" in {h["doc_id"] for h in after["hits"]}  # type: ignore[attr-defined]
 
 
-async def test_semantic_tier_and_guards(api_settings: Settings) -> None:
+async def test_semantic_tier_and_guards(api_settings: ApiSettings) -> None:
     prefix = f"test:api:{uuid.uuid4().hex[:10]}:"
     # The test encoder embeds a bag of characters: a reordering is the same vector, and a swapped
     # three-character name in a long shared context stays well above this threshold.
@@ -105,7 +109,7 @@ async def test_semantic_tier_and_guards(api_settings: Settings) -> None:
         delete_prefix(SHARED_REDIS_URL, prefix)
 
 
-async def test_searches_keep_answering_when_redis_dies(api_settings: Settings) -> None:
+async def test_searches_keep_answering_when_redis_dies(api_settings: ApiSettings) -> None:
     server = RedisServer()
     server.start()
     try:

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from litestar.testing import AsyncTestClient
 
-from retrieval.settings import Settings
 from search_api.app import create_app
+from search_api.settings import ApiSettings
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +28,14 @@ async def test_health_ready_and_schema(client: AsyncTestClient) -> None:  # type
     assert "/v1/search" in schema["paths"] and "/v1/documents" in schema["paths"]
 
 
-async def test_failed_start_up_is_reported_not_fatal(api_settings: Settings) -> None:
-    broken = dataclasses.replace(
-        api_settings, model=dataclasses.replace(api_settings.model, checkpoint="/nonexistent")
-    )
+async def test_failed_start_up_is_reported_not_fatal(api_settings: ApiSettings) -> None:
+    model = dataclasses.replace(api_settings.engine.model, checkpoint="/nonexistent")
+    broken = dataclasses.replace(api_settings, engine=dataclasses.replace(api_settings.engine, model=model))
     app = create_app(broken)
     async with AsyncTestClient(app=app) as client:
         for _ in range(200):
             ready = await client.get("/v1/ready")
-            if app.state.engine.phase == "failed":
+            if app.state.serving.phase == "failed":
                 break
             assert ready.status_code == 503
             await asyncio.sleep(0.05)

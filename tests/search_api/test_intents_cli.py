@@ -63,12 +63,12 @@ def write_training_file(folder: Path) -> Path:
 
 @pytest.fixture
 def model_settings(settings: Settings, built_model: BuiltModel) -> Settings:
-    seed_model(settings.service.data_dir, built_model)
+    seed_model(settings.data.dir, built_model)
     return settings
 
 
 def run(args: list[str], settings: Settings, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setenv("SEARCH_DATA_DIR", str(settings.service.data_dir))
+    monkeypatch.setenv("SEARCH_DATA_DIR", str(settings.data.dir))
     return main(args)
 
 

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 import pytest
 from litestar.testing import AsyncTestClient
 
-from retrieval.settings import LimitsSettings, Settings
 from search_api.app import rate_limit_config
+from search_api.settings import ApiSettings, LimitsSettings
 from tests.search_api.conftest import ADMIN_KEY, serving
 
 LIMIT = 3
 
 
 @pytest.fixture
-async def limited(api_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def limited(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     limits = LimitsSettings(rate_limit=LIMIT, rate_limit_unit="minute")
     settings = dataclasses.replace(api_settings, limits=limits)
     async with serving(settings) as client:
@@ -49,7 +49,7 @@ async def test_over_the_limit_answers_429_rate_limited(limited: AsyncTestClient)
 
 @pytest.mark.integration
 async def test_each_valid_api_key_has_its_own_budget_and_made_up_keys_share_the_address_one(
-    api_settings: Settings,
+    api_settings: ApiSettings,
 ) -> None:
     service = dataclasses.replace(api_settings.service, api_keys=("client-a", "client-b"))
     settings = dataclasses.replace(

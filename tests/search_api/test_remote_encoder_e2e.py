@@ -9,8 +9,9 @@ import dataclasses
 import pytest
 from litestar.testing import AsyncTestClient
 
-from retrieval.settings import Settings, load_settings
+from retrieval.settings import load_settings
 from search_api.app import create_app
+from search_api.settings import ApiSettings
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration
@@ -24,10 +25,10 @@ async def _wait_ready(client: AsyncTestClient, app_state: object) -> None:  # ty
     pytest.fail(f"not ready: {getattr(app_state, 'phase', '?')} {getattr(app_state, 'error', '')}")
 
 
-async def test_serves_through_ollama_and_degrades_when_it_stops(api_settings: Settings) -> None:
+async def test_serves_through_ollama_and_degrades_when_it_stops(api_settings: ApiSettings) -> None:
     with EmbeddingServer(dim=24, ollama_models=["qwen3-embedding:0.6b"]) as service:
         env = {
-            "SEARCH_DATA_DIR": str(api_settings.service.data_dir),
+            "SEARCH_DATA_DIR": str(api_settings.engine.data.dir),
             "EMBEDDING_PROVIDER": "ollama",
             "EMBEDDING_API_URL": service.base_url,
             "EMBEDDING_API_RETRIES": "1",
@@ -35,10 +36,12 @@ async def test_serves_through_ollama_and_degrades_when_it_stops(api_settings: Se
         }
         remote = load_settings(environ=env).remote_encoder
         assert remote is not None
-        settings = dataclasses.replace(api_settings, remote_encoder=remote)
+        settings = dataclasses.replace(
+            api_settings, engine=dataclasses.replace(api_settings.engine, remote_encoder=remote)
+        )
         app = create_app(settings)
         async with AsyncTestClient(app=app) as client:
-            await _wait_ready(client, app.state.engine)
+            await _wait_ready(client, app.state.serving)
             ready = (await client.get("/v1/ready")).json()
             assert (
                 ready["encoder"]["model_id"] == "ollama/qwen3-embedding:0.6b"

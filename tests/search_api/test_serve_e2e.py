@@ -64,6 +64,7 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
+        self.stop()  # never leave a half-started server behind
         pytest.fail(f"server not ready after {timeout_s}s: {self.log.read_text()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

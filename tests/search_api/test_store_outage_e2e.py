@@ -74,7 +74,7 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
     env = {
         "MILVUS_URI": f"http://127.0.0.1:{milvus.port}",
         "SEARCH_STORE_LITE_SERVER": "true",
-        "SEARCH_SERVICE_FIXTURES_PATH": str(kb),
+        "SEARCH_DATA_FIXTURES": str(kb),
         "SEARCH_SPARSE_LEXICON": str(kb),
         "SEARCH_ROUTING_TRAIN_ON_START": "false",
     }

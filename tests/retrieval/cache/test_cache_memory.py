@@ -207,7 +207,7 @@ async def test_malformed_vectors_are_refused(cache: MemoryCache) -> None:
 
 @pytest.mark.unit
 async def test_large_partitions_are_scanned_off_the_event_loop(clock: FakeClock) -> None:
-    cache = MemoryCache(CacheConfig(max_entries=5000, offload_rows=100), clock=clock)
+    cache = MemoryCache(CacheConfig(max_entries=5000, offload_rows=100, semantic_threshold=0.95), clock=clock)
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((1000, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -1,7 +1,7 @@
 """The semantic tier at 50k cached queries of dimension 512, shared through Redis.
 
 Runs on a private redis-server: the fill writes about 100 MB of vectors, which has no business on
-a server other tests share. Lookup latency is measured by `eval/bench_cache_lookup.py`, not here.
+a server other tests share. Lookup latency is measured by `eval/bench/cache_lookup.py`, not here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ DIM = 512
 @pytest.mark.slow
 async def test_a_new_worker_replays_50k_vectors_and_finds_paraphrases(private_redis: RedisServer) -> None:
     settings = CacheConfig(
-        redis_url=private_redis.url, eviction_policy="", max_entries=60_000, socket_timeout_s=1.0
+        redis_url=private_redis.url,
+        eviction_policy="",
+        max_entries=60_000,
+        socket_timeout_s=1.0,
+        semantic_threshold=0.95,
     )
     rng = np.random.default_rng(50)
     vectors = rng.standard_normal((ENTRIES, DIM)).astype(np.float32)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retrieval.documents import lexicon_from
-from retrieval.routing.augment import OPERATIONS, EntityProtectingEda, augment_dataset
 from retrieval.settings import PROJECT_ROOT
+from retrieval.training.intents.augment import OPERATIONS, EntityProtectingEda, augment_dataset
 
 pytestmark = pytest.mark.unit
 

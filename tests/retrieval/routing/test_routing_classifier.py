@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 
 from retrieval.errors import ModelMismatch
-from retrieval.routing.classifier import (
-    IntentClassifier,
-    KindAnchors,
+from retrieval.routing.classifier import IntentClassifier, KindAnchors, quantize_rows
+from retrieval.training.intents.loss import class_weights, focal_loss, stratified_split
+from retrieval.training.intents.report import macro_f1
+from retrieval.training.intents.train import (
     TrainConfig,
     average_linear_heads,
-    class_weights,
-    focal_loss,
-    quantize_rows,
-    stratified_split,
     train_classifier,
     train_ensemble,
 )
-from retrieval.routing.report import macro_f1
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from retrieval.documents import read_jsonl
-from retrieval.routing.dataset import (
+from retrieval.settings import PROJECT_ROOT
+from retrieval.training.intents.dataset import (
     LabelledUtterance,
     frame_utterances,
     kb_names,
@@ -18,7 +19,6 @@ from retrieval.routing.dataset import (
     read_texts,
     write_labelled,
 )
-from retrieval.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.routing.classifier import FEATURES_FILE, IntentClassifier, TrainConfig, train_ensemble
+from retrieval.routing.classifier import FEATURES_FILE, IntentClassifier
 from retrieval.routing.features import QueryFeatures
 from retrieval.routing.router import Router, parse_routing_table
+from retrieval.training.intents.train import TrainConfig, train_ensemble
 
 pytestmark = pytest.mark.unit
 

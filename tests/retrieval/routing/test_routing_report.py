@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from eval.confusion import ConfusionMatrix
-from retrieval.routing.report import ClassificationReport, confusion_matrix, macro_f1, per_class_scores
+from retrieval.training.intents.report import (
+    ClassificationReport,
+    confusion_matrix,
+    macro_f1,
+    per_class_scores,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -95,10 +95,9 @@ def test_forced_intent_overrides_the_classifier(router: Router) -> None:
     route = router.route(e(0), "沈青崖", force="quote")
     assert route.intent == "quote" and route.confidence == 1.0 and route.reason == "forced by the request"
     assert route.weights == {"dense": 0.25, "sparse": 2.0}
-    kwargs = route.search_kwargs(SearchFilter.build(metadata={"realm": "筑基境"}))
-    assert kwargs["where"] == SearchFilter.build(kinds=["chapter"], metadata={"realm": "筑基境"})
-    assert kwargs["weights"] == {"dense": 0.25, "sparse": 2.0}
-    assert kwargs["candidates"] == 300 and kwargs["mode"] is SearchMode.HYBRID
+    where = route.search_filter(SearchFilter.build(metadata={"realm": "筑基境"}))
+    assert where == SearchFilter.build(kinds=["chapter"], metadata={"realm": "筑基境"})
+    assert route.candidates == 300 and route.mode is SearchMode.HYBRID
 
 
 def test_a_callers_own_kind_filter_wins_over_the_route(router: Router) -> None:

@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
+from retrieval.collections.stores import store_for
 from retrieval.settings import Settings
-from retrieval.store.milvus import MilvusStore, store_for
+from retrieval.store.milvus import MilvusStore
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """Semantic cache over HTTP: hit rate, wrong-hit rate, and latency of hits and misses.
 
-    uv run python -m eval.bench_cache_http --stream 1200 --thresholds 0.90,0.93,0.95,0.97 --redis
+    uv run search-eval bench cache_http --stream 1200 --thresholds 0.90,0.93,0.95,0.97 --redis
 
 A stream of fixture-based queries is replayed, one request at a time, against `search-api serve`
 (real model, fixtures, the cache in the real Redis when `--redis`, else in-process). The stream
@@ -23,6 +23,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from eval.bench.stats import percentile
 from eval.server import running_server
 from retrieval.documents import read_jsonl
 from retrieval.settings import PROJECT_ROOT
@@ -114,7 +116,7 @@ def build_stream(n: int, seed: int = 5) -> list[StreamItem]:
 
 
 def _pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(np.asarray(values), q)), 2) if values else None
+    return round(percentile(values, q), 2) if values else None
 
 
 async def replay(
@@ -196,7 +198,7 @@ def _median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Replay the stream once per threshold and print the table."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,7 +213,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=1, help="replays per threshold (fresh server each); medians reported"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0") if args.redis else ""
     stream = build_stream(args.stream)
     kinds: dict[str, int] = {}

@@ -1,31 +1,29 @@
-"""The search pipeline: composes encoder, sparse scorer, store and fuser into ingest and search.
+"""The knowledge base: encoder, sparse scorer and store composed into ingest, delete and retrieval.
 
 It owns the only mutable shared state of the engine, the BM25 statistics, and serialises writes
-so those statistics always describe exactly what the store holds.
+so those statistics always describe exactly what the store holds. Answering a query (cache,
+routing, ranking, paging) is the search service's job (`retrieval.service`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.chunking import chunk_text
+from retrieval.collections.journal import WriteJournal
 from retrieval.documents import Document
 from retrieval.encoders.protocol import Encoder
-from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
-from retrieval.fusion import WeightedRRF
-from retrieval.routing.router import Route, Router
 from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.store.protocol import VectorStore
-from retrieval.types import ChunkRecord, FusedHit, SearchFilter, SearchMode, StoredHit, Vectors
+from retrieval.types import ChunkRecord, SearchFilter, SearchMode, StoredHit, Vectors
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +50,11 @@ class PreparedIngest:
 
 
 @dataclass(frozen=True)
-class SearchOutcome:
-    """Fused hits of one page plus what the engine did to find them."""
+class Retrieved:
+    """What the retrievers returned for one query, by retriever name ("dense", "sparse")."""
 
-    hits: list[FusedHit]
-    took_ms: float
-    degraded: bool = False
+    ranked: dict[str, list[StoredHit]]
     timings_ms: dict[str, float] = field(default_factory=dict)
-    query_vector: Vectors | None = None
-    route: Route | None = None
-    query_terms: list[str] = field(default_factory=list)
-    """The query's jieba tokens, as BM25 scored them."""
 
 
 def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats: int = 1) -> str:
@@ -79,98 +71,31 @@ def index_text(title: str, text: str, aliases: Sequence[str] = (), head_repeats:
     return "\n".join([head] * max(1, head_repeats) + [text])
 
 
-class WriteJournal:
-    """Which documents writes touched since a point in time, to replay them into another collection.
-
-    A reindex copies the live collection while ingests and deletes go on; a rollback returns to a
-    collection that missed every write since the swap. Both replay the journaled documents from the
-    live collection. Each note bumps a sequence number, so `settle` forgets only documents not
-    written again while their replay ran. With a `path`, ids are also appended to a JSON Lines file
-    (the first line holds the BM25 reference length at the start), so an interrupted reindex can
-    resume after a restart without losing writes made in between.
-    """
-
-    def __init__(self, reference_avgdl: float, path: Path | None = None):
-        self.reference_avgdl = reference_avgdl
-        """BM25 reference length when the journal began: sparse vectors copied or kept from then
-        are weighted against it, so a different live value means they must be re-weighted."""
-        self.path = path
-        self._pending: dict[str, int] = {}
-        self._seq = 0
-
-    @classmethod
-    def open(cls, path: Path, reference_avgdl: float) -> WriteJournal:
-        """Continue the journal in `path`, or start one there (recording `reference_avgdl`)."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", encoding="utf-8") as fh:
-                fh.write(json.dumps({"reference_avgdl": reference_avgdl}) + "\n")
-            return cls(reference_avgdl, path)
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        try:
-            header = json.loads(lines[0]) if lines else {}
-            journal = cls(float(header.get("reference_avgdl", reference_avgdl)), path)
-            for line in lines[1:]:
-                journal._remember(str(i) for i in json.loads(line))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ValueError(f"write journal {path} is unreadable: {exc}") from exc
-        return journal
-
-    def _remember(self, doc_ids: Iterable[str]) -> list[str]:
-        ids = list(dict.fromkeys(doc_ids))
-        for doc_id in ids:
-            self._seq += 1
-            self._pending[doc_id] = self._seq
-        return ids
-
-    def note(self, doc_ids: Iterable[str], *, durable: bool = True) -> None:
-        """Record that these documents were (about to be) written."""
-        ids = self._remember(doc_ids)
-        if durable and self.path is not None and ids:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(ids, ensure_ascii=False) + "\n")
-
-    def pending(self) -> dict[str, int]:
-        """Documents written and not yet settled, with the sequence number of their last write."""
-        return dict(self._pending)
-
-    def settle(self, replayed: Mapping[str, int]) -> None:
-        """Forget documents whose replay is done, unless they were written again meanwhile."""
-        for doc_id, seq in replayed.items():
-            if self._pending.get(doc_id) == seq:
-                del self._pending[doc_id]
-
-
 @dataclass
-class PipelineConfig:
-    """Knobs the pipeline needs (a projection of Settings, so tests can build one directly)."""
+class KnowledgeBaseConfig:
+    """Knobs the knowledge base needs (a projection of Settings, so tests can build one directly)."""
 
     chunk_max_chars: int = 400
     chunk_min_chars: int = 40
     head_repeats: int = 2
-    candidates: int = 100
     reweight_drift: float = 0.05
     stats_path: Path | None = None
 
 
-class SearchPipeline:
-    """Ingest and search over one collection."""
+class KnowledgeBase:
+    """One collection of chunks: what ingest writes and what the retrievers search."""
 
     def __init__(
         self,
         encoder: Encoder,
         sparse: Bm25Encoder,
         store: VectorStore,
-        fuser: WeightedRRF,
-        config: PipelineConfig | None = None,
-        router: Router | None = None,
+        config: KnowledgeBaseConfig | None = None,
     ):
         self.encoder = encoder
         self.sparse = sparse
         self.store = store
-        self.fuser = fuser
-        self.config = config or PipelineConfig()
-        self.router = router
+        self.config = config or KnowledgeBaseConfig()
         self._write_lock = asyncio.Lock()
         self.kb_version = 0
         self.write_listeners: list[Callable[[], Awaitable[object]]] = []
@@ -364,7 +289,7 @@ class SearchPipeline:
             await self._reweight()
             await self._persist_stats()
 
-    # -- switching collections (see retrieval/reindex.py) ------------------------------------
+    # -- switching collections (see retrieval/collections/) ----------------------------------
     @property
     def write_lock(self) -> asyncio.Lock:
         """Held by every write; a collection swap holds it so no write lands in the old collection."""
@@ -415,71 +340,22 @@ class SearchPipeline:
         for listener in self.write_listeners:
             await listener()
 
-    async def embed_or_degrade(self, query: str, mode: SearchMode) -> Vectors | None:
-        """The query vector; None when the encoder fails and BM25 can answer alone (hybrid).
-
-        A dense-only search has no fallback, so there the failure propagates.
-        """
-        try:
-            return await self.embed_query(query)
-        except (EncoderUnavailable, EncoderRejected) as exc:
-            if mode is SearchMode.DENSE:
-                raise
-            logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
-            return None
-
-    async def embed_query(self, query: str) -> Vectors:
-        """The query's dense vector (one encoder pass, reusable by cache and router)."""
-        return await self.encoder.encode_queries([query])
-
-    async def search(
+    async def retrieve(
         self,
-        query: str,
+        terms: Sequence[str],
+        vector: Vectors | None,
         *,
-        top_k: int = 10,
-        offset: int = 0,
-        mode: SearchMode = SearchMode.HYBRID,
-        where: SearchFilter | None = None,
-        weights: Mapping[str, float] | None = None,
-        candidates: int | None = None,
-        query_vector: Vectors | None = None,
-        route: str | None = None,
-    ) -> SearchOutcome:
-        """Run the retrievers the mode asks for, fuse them with weighted RRF, return one page.
+        mode: SearchMode,
+        depth: int,
+        where: SearchFilter,
+    ) -> Retrieved:
+        """The dense and/or sparse top `depth` chunks, searched concurrently.
 
-        With a router, a hybrid search is routed: `route=None` lets the intent classifier choose
-        (on the query vector computed here anyway), `"none"` turns routing off, an intent name
-        forces that route. The route may change weights, filters, depth and kind boosts, or
-        answer an out-of-scope query with nothing.
+        Dense runs when the mode wants it and a vector is given (none: the encoder is down);
+        sparse scores `terms` (the query's jieba tokens) against the live statistics.
         """
-        started = time.perf_counter()
-        where = where or SearchFilter()
-        timings: dict[str, float] = {}
-        degraded = False
-        vector = query_vector
-        routing = self.router is not None and mode is SearchMode.HYBRID and route != "none"
-        if route not in (None, "none") and not routing:
-            raise UnknownIntent(f"route {route!r} needs routing (a hybrid search on a server with a router)")
-
         ranked: dict[str, list[StoredHit]] = {}
-        if mode in (SearchMode.HYBRID, SearchMode.DENSE) and vector is None:
-            t0 = time.perf_counter()
-            vector = await self.embed_or_degrade(query, mode)
-            degraded = vector is None
-            timings["encode_ms"] = (time.perf_counter() - t0) * 1000
-
-        chosen: Route | None = None
-        if routing and self.router is not None:
-            chosen = self.router.route(vector[0] if vector is not None else None, query, force=route)
-            if chosen.out_of_scope:
-                took = (time.perf_counter() - started) * 1000
-                return SearchOutcome([], took, degraded, timings, vector, route=chosen)
-            mode, where = chosen.mode, chosen.search_filter(where)
-            weights, candidates = chosen.weights, chosen.candidates or candidates
-            if mode is SearchMode.DENSE and vector is None:
-                mode = SearchMode.SPARSE  # the encoder is down: BM25 is all there is
-        depth = max(candidates or self.config.candidates, offset + top_k)
-        terms = self.sparse.tokenizer.tokenize(query)  # once: BM25 here, highlights in the reply
+        timings: dict[str, float] = {}
 
         async def dense(query_vec: Vectors) -> None:
             t0 = time.perf_counter()
@@ -488,9 +364,7 @@ class SearchPipeline:
 
         async def sparse() -> None:
             t0 = time.perf_counter()
-            ranked["sparse"] = await self.store.search_sparse(
-                self.sparse.stats.query_vector(terms), depth, where
-            )
+            ranked["sparse"] = await self.store.search_sparse(self.stats.query_vector(terms), depth, where)
             timings["sparse_ms"] = (time.perf_counter() - t0) * 1000
 
         tasks = []
@@ -499,12 +373,6 @@ class SearchPipeline:
         if mode in (SearchMode.HYBRID, SearchMode.SPARSE):
             tasks.append(sparse())
         await asyncio.gather(*tasks)
-        # Keep a fixed source order so fusion ties never depend on which search finished first.
+        # A fixed source order, so fusion ties never depend on which search finished first.
         ordered: dict[str, list[StoredHit]] = {n: ranked[n] for n in ("dense", "sparse") if n in ranked}
-        fused = self.fuser.fuse(ordered, weights)
-        if chosen is not None:
-            # Boosts re-order the whole fused list, so paging comes after them.
-            fused = chosen.rescore(fused)
-        took = (time.perf_counter() - started) * 1000
-        page = fused[offset : offset + top_k]
-        return SearchOutcome(page, took, degraded, timings, vector, route=chosen, query_terms=terms)
+        return Retrieved(ordered, timings)

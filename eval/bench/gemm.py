@@ -1,6 +1,6 @@
 """The machine's matrix-multiply ceiling in ONNX Runtime: INT8 (u8 x s8) and FP32, 1 and 2 threads.
 
-Run: ``uv run python -m eval.bench_gemm``
+Run: ``uv run search-eval bench gemm``
 
 One GEMM the size of an encoder feed-forward layer over a batch of 32 x 221 tokens
 (7,072 x 512 times 512 x 2,048), median of 15 runs. It bounds what any encoder graph can reach
@@ -9,9 +9,11 @@ here: m3e-small needs about 25 MOP per token (4 layers of QKV, output, two FFN m
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +42,9 @@ def _model(path: Path, integer: bool) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Print GOPS for each type and thread count."""
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     rng = np.random.default_rng(1)
     inputs = {
         True: rng.integers(0, 255, (M, K), dtype=np.uint8),

@@ -4,11 +4,11 @@ Used to choose the milvus-lite version (README "Engine choice"). Vectors are ran
 vectors, Zipf-distributed sparse terms): an engine's search cost depends on row count, dimension
 and sparsity, not on what the vectors mean.
 
-    uv run python -m eval.bench_milvus_lite --rows 100000 --queries 200
+    uv run search-eval bench milvus_lite --rows 100000 --queries 200
     # another version, in a throwaway venv:
     uv venv /tmp/ml322
     uv pip install -p /tmp/ml322 pymilvus==3.0.2 milvus-lite==3.2.2 numpy "setuptools<81"
-    /tmp/ml322/bin/python eval/bench_milvus_lite.py --rows 100000
+    /tmp/ml322/bin/python eval/bench/milvus_lite.py --rows 100000
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from pymilvus import DataType, MilvusClient
 
 
 def _percentile(values: list[float], q: float) -> float:
+    # Not eval.bench.stats: this script also runs alone in a throwaway venv with another
+    # milvus-lite (see the module docstring), where the project is not importable.
     return float(np.percentile(np.asarray(values), q))
 
 
@@ -123,7 +126,7 @@ def run(rows: int, queries: int, dim: int, batch: int, index: str, seed: int) ->
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Print one JSON line of figures."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,7 +139,7 @@ def main() -> None:
         "--index", default=None, help="FLAT, IVF_FLAT or HNSW (default: best the version offers)"
     )
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     index = args.index or ("FLAT" if importlib.metadata.version("milvus-lite").startswith("2.") else "HNSW")
     print(json.dumps(run(args.rows, args.queries, args.dim, args.batch, index, args.seed)))
 

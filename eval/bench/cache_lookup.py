@@ -1,6 +1,6 @@
 """Query-cache lookup latency at scale: N cached query vectors (default 50k x 512) in one partition.
 
-    uv run python -m eval.bench_cache_lookup [--entries 50000] [--dim 512] [--lookups 300]
+    uv run search-eval bench cache_lookup [--entries 50000] [--dim 512] [--lookups 300]
                                              [--redis-url redis://host:6379/0]
 
 Without --redis-url it starts a private redis-server (no persistence) on a free port and stops it
@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -215,7 +215,7 @@ def _batches(keys: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments and print the figures."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--lookups", type=int, default=300)
     parser.add_argument("--redis-url", default=None)
-    asyncio.run(run(parser.parse_args()))
+    asyncio.run(run(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ features, with and without the query text features (KB entity kinds and hashed n
 judged queries' texts, with the real KB name table), plus the trained head in data/intents when
 it exists::
 
-    uv run python -m eval.bench_router [--classes 200] [--dim 512] [--calls 20000] [--runs 5]
+    uv run search-eval bench router [--classes 200] [--dim 512] [--calls 20000] [--runs 5]
 
 Prints median, P95 and P99 in microseconds per configuration (all runs pooled) and each run's
 P95, so a noisy run is visible. Benchmarks print figures; they are not assertions in the test suite.
@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench.stats import percentile
 from retrieval.documents import read_jsonl
 from retrieval.routing.classifier import DenseLayer, IntentClassifier, KindAnchors
-from retrieval.routing.dataset import kb_names, read_texts
 from retrieval.routing.features import QueryFeatures
 from retrieval.routing.router import Router, load_router, parse_routing_table
 from retrieval.settings import PROJECT_ROOT
+from retrieval.training.intents.dataset import kb_names, read_texts
 
 KB_KINDS = ("character", "location", "faction", "item", "technique", "event", "lore", "chapter")
 
@@ -115,12 +116,12 @@ def bench(
     for run in range(runs):
         t = time_calls(lambda v, text: router.route(v, text), queries(calls, dim, seed=100 + run), texts)
         samples.append(t)
-        per_run.append(float(np.percentile(t, 95)))
-    pooled = np.concatenate(samples)
+        per_run.append(percentile(list(t), 95))
+    pooled = np.concatenate(samples).tolist()
     figures = {
-        "median_us": float(np.median(pooled)),
-        "p95_us": float(np.percentile(pooled, 95)),
-        "p99_us": float(np.percentile(pooled, 99)),
+        "median_us": percentile(pooled, 50),
+        "p95_us": percentile(pooled, 95),
+        "p99_us": percentile(pooled, 99),
     }
     print(
         f"{name:42s} median {figures['median_us']:7.1f} µs  P95 {figures['p95_us']:7.1f} µs  "

@@ -1,6 +1,6 @@
 """Bulk-ingest throughput, end to end, with the real INT8 model into a fresh Milvus Lite file.
 
-Run: ``uv run python -m eval.bench_ingest [--chunks 2000] [--chars 190] [--runs 3]``
+Run: ``uv run search-eval bench ingest [--chunks 2000] [--chars 190] [--runs 3]``
 
 Writes ``--chunks`` synthetic documents of about ``--chars`` characters (``eval.synthetic``, one
 chunk each) to a JSON Lines file, then per run opens a new data folder (a copy of the built
@@ -28,28 +28,28 @@ from retrieval.bulk_ingest import bulk_ingest, checkpoint_path
 from retrieval.documents import read_jsonl
 from retrieval.encoders.build import ensure_model
 from retrieval.encoders.local import OnnxEncoder
-from retrieval.engine import build_tokenizer, open_pipeline
-from retrieval.pipeline import index_text
+from retrieval.engine import build_tokenizer, configured_encoder, open_knowledge_base
+from retrieval.knowledge_base import index_text
 from retrieval.settings import PROJECT_ROOT, load_settings
 
 
 async def _one_run(source: Path, model_dir: Path, work: Path, batch: int) -> tuple[float, float, int]:
-    """(seconds to open the pipeline, seconds to ingest, chunks) into a new data folder."""
+    """(seconds to open the knowledge base, seconds to ingest, chunks) into a new data folder."""
     shutil.copytree(model_dir, work / "models" / model_dir.name)
     settings = load_settings(environ={**os.environ, "SEARCH_DATA_DIR": str(work)})
     t0 = time.perf_counter()
-    pipeline = await open_pipeline(settings)
+    kb = await open_knowledge_base(settings, await configured_encoder(settings))
     opened = time.perf_counter() - t0
     try:
         report = await bulk_ingest(
-            pipeline,
+            kb,
             source,
             checkpoint=checkpoint_path(work / "collections", source, "bench"),
             collection="bench",
             batch=batch,
         )
     finally:
-        await pipeline.close()
+        await kb.close()
     return opened, report.elapsed_s, report.chunks
 
 

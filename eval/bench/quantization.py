@@ -1,6 +1,6 @@
 """Compare dynamic-INT8 quantisation settings for the encoder: accuracy and CPU latency.
 
-Run: ``uv run python -m eval.bench_quantization [--threads 2] [--settings NAME ...]``
+Run: ``uv run search-eval bench quantization [--threads 2] [--settings NAME ...]``
 
 For FP32 and every candidate in ``retrieval.encoders.quantize.CANDIDATES`` it prints
 
@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from onnxruntime import InferenceSession
 
+from eval.bench.stats import percentile
 from retrieval.encoders.bert_onnx import OUTPUT_POOLED
 from retrieval.encoders.build import export_fp32
 from retrieval.encoders.pooling import l2_normalize
@@ -60,10 +61,6 @@ class Row:
     single_p95_ms: float
     batch_p50_ms: float
     batch_p95_ms: float
-
-
-def _percentile(samples: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples), q))
 
 
 def _passages(long_text: str) -> list[str]:
@@ -179,9 +176,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     cos_fp32_mean=float(cos_fp32.mean()),
                     cos_ref_min=float(cos_ref.min()),
                     single_p50_ms=statistics.median(single),
-                    single_p95_ms=_percentile(single, 95),
+                    single_p95_ms=percentile(single, 95),
                     batch_p50_ms=statistics.median(batch),
-                    batch_p95_ms=_percentile(batch, 95),
+                    batch_p95_ms=percentile(batch, 95),
                 )
             )
 

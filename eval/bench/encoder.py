@@ -1,6 +1,6 @@
 """Encoder speed and parity as served: the built FP32 and INT8 models under several thread settings.
 
-Run: ``uv run python -m eval.bench_encoder [--runs 5] [--model-dir data/models/m3e-small]``
+Run: ``uv run search-eval bench encoder [--runs 5] [--model-dir data/models/m3e-small]``
 
 Per configuration (precision x intra-op threads x spinning) it prints, over ``--runs`` runs:
 
@@ -34,7 +34,8 @@ import numpy as np
 from onnxruntime import InferenceSession
 from tokenizers import Tokenizer
 
-from eval.bench_quantization import BATCH_SIZE, QUERY, REFERENCE, _passages
+from eval.bench.quantization import BATCH_SIZE, QUERY, REFERENCE, _passages
+from eval.bench.stats import percentile
 from eval.synthetic import SyntheticCorpus
 from retrieval.encoders.bert_onnx import OUTPUT_POOLED
 from retrieval.encoders.build import ensure_model
@@ -176,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         flat_batch = [x for run in c.batch for x in run]
         print(
             f"{c.name:24s} {statistics.median(statistics.median(r) for r in c.single):7.2f} "
-            f"{np.percentile(flat_single, 95):7.2f} "
+            f"{percentile(flat_single, 95):7.2f} "
             f"{statistics.median(statistics.median(r) for r in c.batch):8.1f} "
-            f"{np.percentile(flat_batch, 95):8.1f} "
+            f"{percentile(flat_batch, 95):8.1f} "
             f"{statistics.median(c.unsorted):27.2f} {statistics.median(c.bucketed):7.2f}"
         )
 

@@ -1,13 +1,13 @@
 """Memory a Milvus collection of this schema needs per million chunks, with the arithmetic shown.
 
-    uv run python -m eval.memory_estimate --sample 3000 --chunks 1000000
+    uv run search-eval bench memory_estimate --sample 3000 --chunks 1000000
 
 The per-chunk inputs that vary with the corpus (sparse non-zeros, text, JSON term counts,
 metadata) are measured on a sample of the synthetic corpus (`eval.synthetic`) through the real
 indexing path (`index_text`, jieba with the lexicon, BM25 bookkeeping); the fixed ones come from
 the schema (512 float32) and the index parameters (HNSW M=32). The output is a Markdown table;
 README "Scale" and `eval/reports/scale/` quote it beside the Milvus Lite memory measured by
-`eval.bench_scale`.
+`eval.bench.scale`.
 
 Model of each part (what a Milvus 2.4/2.5 query node holds for a loaded, indexed segment):
 - dense vectors: dim x 4 bytes, kept inside the HNSW index (no separate raw copy once indexed);
@@ -28,11 +28,12 @@ import argparse
 import json
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eval.synthetic import SyntheticCorpus
 from retrieval.engine import build_tokenizer
-from retrieval.pipeline import index_text
+from retrieval.knowledge_base import index_text
 from retrieval.settings import load_settings
 from retrieval.sparse.bm25 import TermCounts
 
@@ -136,7 +137,7 @@ def markdown(shape: ChunkShape, chunks: int, dim: int = 512) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Print the estimate."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=3000)
     parser.add_argument("--chunks", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(markdown(measure_shape(args.sample), args.chunks, args.dim))
 
 

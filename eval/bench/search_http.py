@@ -1,6 +1,6 @@
 """`/v1/search` over HTTP at a given corpus size, beside the raw engine calls measured in the same run.
 
-    uv run python -m eval.bench_search_http --chunks 100000 --concurrency 16 --duration 30 --runs 3
+    uv run search-eval bench search_http --chunks 100000 --concurrency 16 --duration 30 --runs 3
 
 Steps, all on this machine:
 1. Build (once, cached in `--data-dir`) a collection of the fixtures plus a synthetic corpus
@@ -26,20 +26,22 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from eval.bench.stats import latency_summary, rounded
 from eval.latency import LatencyConfig, SearchModeName, load_query_texts, run_latency
 from eval.server import running_server
 from eval.synthetic import PassageStandIn, SyntheticCorpus
+from retrieval.collections.specs import ensure_built_model, local_encoder
 from retrieval.documents import read_jsonl
 from retrieval.encoders.local import OnnxEncoder
-from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
-from retrieval.pipeline import SearchPipeline
+from retrieval.engine import open_engine, open_knowledge_base
+from retrieval.service import SearchQuery
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.store.milvus import release_lite
 from retrieval.types import SearchFilter, SearchMode, Vectors
@@ -60,26 +62,16 @@ class RandomPassages(PassageStandIn):
         return vectors
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values)
-    return {
-        "p50_ms": round(float(np.percentile(arr, 50)), 2),
-        "p95_ms": round(float(np.percentile(arr, 95)), 2),
-        "p99_ms": round(float(np.percentile(arr, 99)), 2),
-        "n": len(values),
-    }
-
-
 async def build_corpus(settings: Settings, chunks: int, passages: str, batch: int = 512) -> int:
     """Ingest fixtures + synthetic chunks unless the data folder already holds them."""
-    marker = settings.service.data_dir / f"bench-corpus-{chunks}-{passages}.done"
+    marker = settings.data.dir / f"bench-corpus-{chunks}-{passages}.done"
     real = local_encoder(settings, ensure_built_model(settings))
     encoder = real if passages == "model" else RandomPassages(real)
-    pipeline = await open_pipeline(settings, encoder=encoder)
+    kb = await open_knowledge_base(settings, encoder)
     try:
         if marker.exists():
-            return pipeline.stats.n_docs
-        await pipeline.ingest(list(read_jsonl(settings.service.fixtures_path)))
+            return kb.stats.n_docs
+        await kb.ingest(list(read_jsonl(settings.data.fixtures)))
         corpus = SyntheticCorpus(seed=7)
         docs = corpus.documents(chunks)
         with tqdm(total=chunks, desc=f"ingest ({passages} passage vectors)", unit="chunk") as bar:
@@ -87,28 +79,29 @@ async def build_corpus(settings: Settings, chunks: int, passages: str, batch: in
             for doc in docs:
                 pending.append(doc)
                 if len(pending) == batch:
-                    await pipeline.ingest(pending, chunk=False)
+                    await kb.ingest(pending, chunk=False)
                     bar.update(len(pending))
                     pending = []
             if pending:
-                await pipeline.ingest(pending, chunk=False)
+                await kb.ingest(pending, chunk=False)
                 bar.update(len(pending))
-        marker.write_text(json.dumps({"chunks": pipeline.stats.n_docs}))
-        return pipeline.stats.n_docs
+        marker.write_text(json.dumps({"chunks": kb.stats.n_docs}))
+        return kb.stats.n_docs
     finally:
-        await pipeline.close()
+        await kb.close()
         release_lite(settings.milvus_uri)
 
 
 async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str, Any]:
     """Per-stage latency in-process, one query at a time (20 warm-up queries excluded).
 
-    Stages: query encoding, Milvus dense and sparse search, and `pipeline.search` in hybrid and in
-    dense mode. `top10` keeps each query's dense top 10, to compare an approximate index with an
-    exact one on the same queries.
+    Stages: query encoding, Milvus dense and sparse search, and the served search (the search
+    service, cache off) in hybrid and in dense mode. `top10` keeps each query's dense top 10, to
+    compare an approximate index with an exact one on the same queries.
     """
     encoder = local_encoder(settings, ensure_built_model(settings))
-    pipeline: SearchPipeline = await open_pipeline(settings, encoder=encoder)
+    engine = await open_engine(settings, encoder=encoder, cache=False, ingest_fixtures=False)
+    kb, service = engine.kb, engine.service
     stages: dict[str, list[float]] = {
         name: [] for name in ("encode", "dense", "sparse", "pipeline_hybrid", "pipeline_dense")
     }
@@ -120,25 +113,25 @@ async def raw_engine(settings: Settings, queries: list[str], n: int) -> dict[str
             t0 = time.perf_counter()
             vec = await encoder.encode_queries([q])
             t1 = time.perf_counter()
-            hits = await pipeline.store.search_dense(vec[0], depth, SearchFilter())
+            hits = await kb.store.search_dense(vec[0], depth, SearchFilter())
             t2 = time.perf_counter()
-            await pipeline.store.search_sparse(pipeline.sparse.query_vector(q), depth, SearchFilter())
+            await kb.store.search_sparse(kb.sparse.query_vector(q), depth, SearchFilter())
             t3 = time.perf_counter()
-            await pipeline.search(q, top_k=10)
+            await service.search(SearchQuery(q, use_cache=False))
             t4 = time.perf_counter()
-            await pipeline.search(q, top_k=10, mode=SearchMode.DENSE)
+            await service.search(SearchQuery(q, mode=SearchMode.DENSE, use_cache=False))
             t5 = time.perf_counter()
             if i >= 20:
                 for name, spent in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                     stages[name].append(spent * 1000)
                 top10.append([h.id for h in hits[:10]])
         return {
-            "chunks": await pipeline.store.count(),
-            "stages": {name: _stats(values) for name, values in stages.items()},
+            "chunks": await kb.store.count(),
+            "stages": {name: rounded(latency_summary(values), 2) for name, values in stages.items()},
             "top10": top10,
         }
     finally:
-        await pipeline.close()
+        await engine.close()
         release_lite(settings.milvus_uri)
 
 
@@ -152,7 +145,7 @@ async def http_runs(
     extra_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Start the real server (with `extra_env` added to its environment) and measure `runs` load runs."""
-    env = {"SEARCH_SERVICE_INGEST_FIXTURES": "false", **(extra_env or {})}
+    env = {"SEARCH_DATA_INGEST_FIXTURES": "false", **(extra_env or {})}
     results = []
     async with running_server(data_dir, env, log=data_dir / "bench-server.log") as url:
         for run in range(runs):
@@ -182,7 +175,7 @@ async def http_runs(
     return results
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print (and optionally write) its figures as JSON."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,11 +189,11 @@ def main() -> None:
     parser.add_argument("--raw-queries", type=int, default=200)
     parser.add_argument("--mode", choices=("hybrid", "dense", "sparse"), default="hybrid")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data_dir = args.data_dir or PROJECT_ROOT / "data" / f"bench-{args.chunks}-{args.passages}"
     base = load_settings(environ={**os.environ, "SEARCH_DATA_DIR": str(data_dir)})
-    settings = dataclasses.replace(base, service=dataclasses.replace(base.service, ingest_fixtures=False))
+    settings = dataclasses.replace(base, data=dataclasses.replace(base.data, ingest_fixtures=False))
     queries = load_query_texts(QUERIES)
 
     started = time.perf_counter()

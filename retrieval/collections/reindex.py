@@ -10,11 +10,11 @@
    vector is re-embedded from the same `index_text` an ingest embeds. After each batch a
    checkpoint (``<data_dir>/collections/<logical>.reindex.json``) records the last key copied, so
    a rerun continues after it instead of starting over.
-3. Ingests and deletes carry on against the live collection meanwhile; the pipeline's write
+3. Ingests and deletes carry on against the live collection meanwhile; the kb's write
    journal records which documents they touched. Those documents are re-read from the live
    collection and replayed into the target once outside the write lock (most of them, while
    writers still run) and once more under it (the rest), so nothing acknowledged is lost.
-4. Under the write lock the pointer moves to the target and the pipeline's encoder, store and
+4. Under the write lock the pointer moves to the target and the kb's encoder, store and
    statistics path are replaced in one step; `kb_version` is bumped. The old collection is kept.
 
 `rollback` is the same swap in reverse, to the previous collection: it replays the documents
@@ -27,147 +27,40 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tqdm import tqdm
 
+from retrieval.collections.records import (
+    REINDEX_JOURNAL,
+    ROLLBACK_JOURNAL,
+    Checkpoint,
+    CollectionSummary,
+    ProgressCallback,
+    ReindexPaths,
+    ReindexReport,
+    RollbackReport,
+    collection_name,
+)
+from retrieval.collections.specs import spec_for_model_id
+from retrieval.collections.stores import pointer_for, store_for
 from retrieval.encoders.protocol import Encoder
-from retrieval.encoders.remote import PROVIDERS, RemoteEncoder
 from retrieval.errors import NoPreviousCollection, ReindexError
-from retrieval.pipeline import SearchPipeline, index_text
+from retrieval.knowledge_base import KnowledgeBase, index_text
 from retrieval.settings import Settings
-from retrieval.store.milvus import HandoverStore, MilvusStore, store_for
-from retrieval.store.pointer import CollectionPointer, check_collection_name, collections_dir, pointer_for
-from retrieval.types import ChunkRecord, CollectionInfo
-from retrieval.util import read_json_record, utc_now, write_json_atomic
+from retrieval.store.milvus import HandoverStore
+from retrieval.store.pointer import CollectionPointer, check_collection_name
+from retrieval.store.protocol import VectorStore
+from retrieval.types import ChunkRecord, CollectionInfo, aliases_of
+from retrieval.util import utc_now
 
 logger = logging.getLogger(__name__)
 
-REINDEX_JOURNAL = "reindex"
-"""Writes since the current reindex started (replayed into its target before the swap)."""
-ROLLBACK_JOURNAL = "rollback"
-"""Writes since the last swap (replayed into the previous collection by a rollback)."""
-
 _T = TypeVar("_T")
-ProgressCallback = Callable[[int, int], None]
-"""Called with (chunks copied so far, chunks in the live collection) after every batch."""
-
-
-@dataclass(frozen=True)
-class ReindexPaths:
-    """The files a reindex keeps beside the pointer file."""
-
-    folder: Path
-    logical: str
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> ReindexPaths:
-        """The paths for the configured logical collection."""
-        return cls(collections_dir(settings), settings.store.collection)
-
-    @property
-    def checkpoint(self) -> Path:
-        """Target and progress of a reindex not yet swapped in."""
-        return self.folder / f"{self.logical}.reindex.json"
-
-    @property
-    def reindex_journal(self) -> Path:
-        """Documents written since that reindex started."""
-        return self.folder / f"{self.logical}.reindex.journal"
-
-    @property
-    def rollback_journal(self) -> Path:
-        """Documents written since the last swap."""
-        return self.folder / f"{self.logical}.rollback.journal"
-
-
-@dataclass
-class Checkpoint:
-    """How far a reindex got: rows up to and including `last_id` (primary-key order) are copied."""
-
-    target: str
-    spec: str
-    model_id: str
-    dim: int
-    source: str
-    started_at: str
-    last_id: str | None = None
-    copied: int = 0
-
-    def matches(self, spec: str, model_id: str, dim: int, source: str) -> bool:
-        """Whether a reindex with these parameters may continue this one."""
-        return (self.spec, self.model_id, self.dim, self.source) == (spec, model_id, dim, source)
-
-    def save(self, path: Path) -> None:
-        """Write atomically (a crash leaves the previous checkpoint, never half of one)."""
-        write_json_atomic(path, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, path: Path) -> Checkpoint | None:
-        """The checkpoint in `path`, or None when there is none."""
-        try:
-            return read_json_record(path, cls, "reindex checkpoint")
-        except ValueError as exc:
-            raise ReindexError(str(exc)) from exc
-
-
-@dataclass(frozen=True)
-class ReindexReport:
-    """What a reindex did."""
-
-    source: str
-    target: str
-    spec: str
-    model_id: str
-    dim: int
-    rows: int
-    """Chunks in the new collection at the swap."""
-    copied: int
-    """Chunks this run copied (those an interrupted run had copied are not copied again)."""
-    resumed_from: int
-    """Chunks an interrupted earlier run had copied already."""
-    replayed_documents: int
-    took_s: float
-    retired_encoder: Encoder = field(repr=False)
-    """The encoder the pipeline used before; not closed (in-flight searches, a rollback)."""
-
-
-@dataclass(frozen=True)
-class RollbackReport:
-    """What a rollback did."""
-
-    active: str
-    replaced: str
-    model_id: str
-    dim: int
-    replayed_documents: int
-    retired_encoder: Encoder = field(repr=False)
-
-
-@dataclass(frozen=True)
-class CollectionSummary:
-    """A physical collection as the pointer and the collection itself describe it."""
-
-    name: str
-    spec: str | None
-    """Encoder spec recorded when it became live (None for the first collection)."""
-    model_id: str | None
-    """Model id recorded in the collection (None when it does not exist yet)."""
-    dim: int
-
-
-def collection_name(logical: str, spec: str, now: datetime | None = None) -> str:
-    """``<logical>__<spec slug>__<UTC timestamp>``: only letters, digits and underscores."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_").lower()[:48] or "model"
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
-    return check_collection_name(f"{logical}__{slug}__{stamp}")
 
 
 def _store(settings: Settings, name: str) -> HandoverStore:
@@ -199,32 +92,20 @@ async def summarize(
     )
 
 
-def resume_journals(pipeline: SearchPipeline, settings: Settings) -> None:
+def resume_journals(kb: KnowledgeBase, settings: Settings) -> None:
     """Keep journaling after a restart: for an unfinished reindex, and for a later rollback."""
     paths = ReindexPaths.for_settings(settings)
     if paths.checkpoint.exists():
-        pipeline.begin_journal(REINDEX_JOURNAL, paths.reindex_journal)
+        kb.begin_journal(REINDEX_JOURNAL, paths.reindex_journal)
     if paths.rollback_journal.exists():
-        pipeline.begin_journal(ROLLBACK_JOURNAL, paths.rollback_journal)
-
-
-async def _ensure_dim(encoder: Encoder) -> int:
-    # A remote encoder learns its dimension from the service; a collection cannot be created without it.
-    if isinstance(encoder, RemoteEncoder):
-        return await encoder.discover_dim()
-    return encoder.dim
-
-
-def _aliases(metadata: dict[str, Any]) -> list[str]:
-    aliases = metadata.get("aliases", [])
-    return [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
+        kb.begin_journal(ROLLBACK_JOURNAL, paths.rollback_journal)
 
 
 async def _reembed(records: Sequence[ChunkRecord], encoder: Encoder, head_repeats: int) -> list[ChunkRecord]:
     """The records with dense vectors from `encoder`, embedded from what ingest embedded."""
     if not records:
         return []
-    texts = [index_text(r.title, r.text, _aliases(r.metadata), head_repeats) for r in records]
+    texts = [index_text(r.title, r.text, aliases_of(r.metadata), head_repeats) for r in records]
     vectors = await encoder.encode_passages(texts)
     if vectors.shape != (len(records), encoder.dim):
         raise ReindexError(
@@ -235,7 +116,7 @@ async def _reembed(records: Sequence[ChunkRecord], encoder: Encoder, head_repeat
 
 
 async def _replay(
-    doc_ids: Sequence[str], live: MilvusStore, target: MilvusStore, encoder: Encoder, head_repeats: int
+    doc_ids: Sequence[str], live: VectorStore, target: VectorStore, encoder: Encoder, head_repeats: int
 ) -> None:
     """Make the target hold exactly the live chunks of these documents (none, if deleted)."""
     for start in range(0, len(doc_ids), 100):
@@ -248,14 +129,14 @@ async def _replay(
 
 
 async def _catch_up(
-    pipeline: SearchPipeline, journal_name: str, live: MilvusStore, target: MilvusStore, encoder: Encoder
+    kb: KnowledgeBase, journal_name: str, live: VectorStore, target: VectorStore, encoder: Encoder
 ) -> int:
-    journal = pipeline.journal(journal_name)
+    journal = kb.journal(journal_name)
     if journal is None:
         return 0
     pending = journal.pending()
     if pending:
-        await _replay(sorted(pending), live, target, encoder, pipeline.config.head_repeats)
+        await _replay(sorted(pending), live, target, encoder, kb.config.head_repeats)
         journal.settle(pending)
     return len(pending)
 
@@ -271,34 +152,27 @@ async def _uncancellable(work: Awaitable[_T]) -> _T:
         except asyncio.CancelledError:
             if task.done():
                 raise
-            # Half a swap (pointer moved, pipeline not) is worse than a late cancellation.
+            # Half a swap (pointer moved, kb not) is worse than a late cancellation.
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
     return result
 
 
-def _live_store(pipeline: SearchPipeline) -> MilvusStore:
-    store = pipeline.store
-    if not isinstance(store, MilvusStore):
-        raise ReindexError(f"switching collections needs a Milvus store, not {type(store).__name__}")
-    return store
-
-
-def _fresh_journal(pipeline: SearchPipeline, name: str, path: Path) -> None:
-    pipeline.end_journal(name)
+def _fresh_journal(kb: KnowledgeBase, name: str, path: Path) -> None:
+    kb.end_journal(name)
     path.unlink(missing_ok=True)
-    pipeline.begin_journal(name, path)
+    kb.begin_journal(name, path)
 
 
-def _forget_reindex(pipeline: SearchPipeline, paths: ReindexPaths) -> None:
-    pipeline.end_journal(REINDEX_JOURNAL)
+def _forget_reindex(kb: KnowledgeBase, paths: ReindexPaths) -> None:
+    kb.end_journal(REINDEX_JOURNAL)
     paths.reindex_journal.unlink(missing_ok=True)
     paths.checkpoint.unlink(missing_ok=True)
 
 
 async def _switch(
-    pipeline: SearchPipeline,
+    kb: KnowledgeBase,
     *,
     encoder: Encoder,
     target: HandoverStore,
@@ -308,20 +182,20 @@ async def _switch(
     paths: ReindexPaths,
 ) -> tuple[int, Encoder]:
     """Replay the journal into `target`, then make it live. Returns (documents replayed, old encoder)."""
-    live = _live_store(pipeline)
+    live = kb.store
     # Most of the catch-up happens while writers still run, so their pause below stays short.
-    replayed = await _catch_up(pipeline, journal_name, live, target, encoder)
-    async with pipeline.write_lock:
-        replayed += await _catch_up(pipeline, journal_name, live, target, encoder)
-        journal = pipeline.journal(journal_name)
+    replayed = await _catch_up(kb, journal_name, live, target, encoder)
+    async with kb.write_lock:
+        replayed += await _catch_up(kb, journal_name, live, target, encoder)
+        journal = kb.journal(journal_name)
         if journal is None:
             logger.warning(
                 "no %s journal: writes to %s since it began cannot be replayed", journal_name, live.collection
             )
-        if journal is None or journal.reference_avgdl != pipeline.stats.reference_avgdl:
+        if journal is None or journal.reference_avgdl != kb.stats.reference_avgdl:
             # The live collection was re-weighted meanwhile (its average length drifted): the copied
             # sparse vectors carry the old weights.
-            rewritten = await target.rewrite_sparse(pipeline.sparse.stored_vector)
+            rewritten = await target.rewrite_sparse(kb.sparse.stored_vector)
             logger.info("re-weighted %d sparse vectors in %s", rewritten, target.collection)
         live_rows, target_rows = await live.count(), await target.count()
         if live_rows != target_rows:
@@ -329,14 +203,12 @@ async def _switch(
                 f"{target.collection} holds {target_rows} chunks but {live.collection} holds {live_rows}; "
                 "not swapped"
             )
-        old_encoder = await _uncancellable(
-            _commit(pipeline, encoder, target, pointer, spec, paths, journal_name)
-        )
+        old_encoder = await _uncancellable(_commit(kb, encoder, target, pointer, spec, paths, journal_name))
     return replayed, old_encoder
 
 
 async def _commit(
-    pipeline: SearchPipeline,
+    kb: KnowledgeBase,
     encoder: Encoder,
     target: HandoverStore,
     pointer: CollectionPointer,
@@ -344,18 +216,18 @@ async def _commit(
     paths: ReindexPaths,
     journal_name: str,
 ) -> Encoder:
-    live = _live_store(pipeline)
-    old_stats = pipeline.config.stats_path
+    live = kb.store
+    old_stats = kb.config.stats_path
     await pointer.swap(target.collection, spec=spec)
     older = target.take_over(live)
     new_stats = old_stats.with_name(f"{target.collection}.json") if old_stats is not None else None
-    old_encoder, _ = await pipeline.adopt(encoder, target, new_stats)
+    old_encoder, _ = await kb.adopt(encoder, target, new_stats)
     if journal_name == REINDEX_JOURNAL:
-        _forget_reindex(pipeline, paths)
+        _forget_reindex(kb, paths)
     # (After a rollback an unfinished reindex stays on record: its source is no longer live, so the
     # next reindex drops its target and starts afresh.)
     # Everything written so far is in both collections; from here on, record what a rollback replays.
-    _fresh_journal(pipeline, ROLLBACK_JOURNAL, paths.rollback_journal)
+    _fresh_journal(kb, ROLLBACK_JOURNAL, paths.rollback_journal)
     if old_stats is not None and new_stats is not None:
         marker, copy = old_stats.with_suffix(".fixtures.sha256"), new_stats.with_suffix(".fixtures.sha256")
         if marker.exists() and not copy.exists():
@@ -366,7 +238,7 @@ async def _commit(
 
 
 async def _start_or_resume(
-    pipeline: SearchPipeline,
+    kb: KnowledgeBase,
     settings: Settings,
     pointer: CollectionPointer,
     paths: ReindexPaths,
@@ -375,7 +247,7 @@ async def _start_or_resume(
     model_id: str,
     dim: int,
 ) -> Checkpoint:
-    live = _live_store(pipeline)
+    live = kb.store
     state = await pointer.state()
     checkpoint = Checkpoint.load(paths.checkpoint)
     if checkpoint is not None and not checkpoint.matches(spec, model_id, dim, live.collection):
@@ -387,7 +259,7 @@ async def _start_or_resume(
                     await stale.drop()
             finally:
                 await stale.close()
-        _forget_reindex(pipeline, paths)
+        _forget_reindex(kb, paths)
         checkpoint = None
     if checkpoint is None:
         name = collection_name(pointer.logical, spec)
@@ -397,15 +269,15 @@ async def _start_or_resume(
             suffix += 1
             name = check_collection_name(f"{collection_name(pointer.logical, spec)}_{suffix}")
         checkpoint = Checkpoint(name, spec, model_id, dim, live.collection, utc_now())
-        _forget_reindex(pipeline, paths)
+        _forget_reindex(kb, paths)
         checkpoint.save(paths.checkpoint)
     # Journal before reading the first row: every later write is then either copied or replayed.
-    pipeline.begin_journal(REINDEX_JOURNAL, paths.reindex_journal)
+    kb.begin_journal(REINDEX_JOURNAL, paths.reindex_journal)
     return checkpoint
 
 
 async def reindex(
-    pipeline: SearchPipeline,
+    kb: KnowledgeBase,
     target_encoder: Encoder,
     *,
     settings: Settings,
@@ -428,11 +300,11 @@ async def reindex(
     started = time.perf_counter()
     pointer = pointer or pointer_for(settings)
     paths = ReindexPaths.for_settings(settings)
-    live = _live_store(pipeline)
-    dim = await _ensure_dim(target_encoder)
+    live = kb.store
+    dim = await target_encoder.discover_dim()
     spec = spec or spec_for_model_id(target_encoder.model_id)
     checkpoint = await _start_or_resume(
-        pipeline, settings, pointer, paths, spec=spec, model_id=target_encoder.model_id, dim=dim
+        kb, settings, pointer, paths, spec=spec, model_id=target_encoder.model_id, dim=dim
     )
     target = _store(settings, checkpoint.target)
     swapped = False
@@ -458,9 +330,7 @@ async def reindex(
             rows_iter = live.iterate_chunks(after=checkpoint.last_id, batch_size=batch)
             async with contextlib.aclosing(rows_iter) as rows:
                 async for chunk_batch in rows:
-                    await target.upsert(
-                        await _reembed(chunk_batch, target_encoder, pipeline.config.head_repeats)
-                    )
+                    await target.upsert(await _reembed(chunk_batch, target_encoder, kb.config.head_repeats))
                     checkpoint.last_id = chunk_batch[-1].id
                     checkpoint.copied += len(chunk_batch)
                     await asyncio.to_thread(checkpoint.save, paths.checkpoint)
@@ -469,7 +339,7 @@ async def reindex(
                     if on_progress is not None:
                         on_progress(checkpoint.copied, max(total, checkpoint.copied))
         replayed, retired = await _switch(
-            pipeline,
+            kb,
             encoder=target_encoder,
             target=target,
             journal_name=REINDEX_JOURNAL,
@@ -510,7 +380,7 @@ async def reindex(
 
 
 async def rollback(
-    pipeline: SearchPipeline,
+    kb: KnowledgeBase,
     encoder_for_previous: Encoder,
     *,
     settings: Settings,
@@ -527,8 +397,8 @@ async def rollback(
     previous = await pointer.previous()
     if previous is None:
         raise NoPreviousCollection("no previous collection to roll back to")
-    live = _live_store(pipeline)
-    dim = await _ensure_dim(encoder_for_previous)
+    live = kb.store
+    dim = await encoder_for_previous.discover_dim()
     target = _store(settings, previous)
     swapped = False
     try:
@@ -537,7 +407,7 @@ async def rollback(
         await target.open(encoder_for_previous.model_id, dim)  # the model guard: ModelMismatch
         spec = (await pointer.state()).spec_of(previous) or spec_for_model_id(encoder_for_previous.model_id)
         replayed, retired = await _switch(
-            pipeline,
+            kb,
             encoder=encoder_for_previous,
             target=target,
             journal_name=ROLLBACK_JOURNAL,
@@ -551,15 +421,3 @@ async def rollback(
             await target.close()
     logger.info("rolled back %s -> %s (%s)", live.collection, previous, encoder_for_previous.model_id)
     return RollbackReport(previous, live.collection, encoder_for_previous.model_id, dim, replayed, retired)
-
-
-def spec_for_model_id(model_id: str) -> str:
-    """The encoder spec that rebuilds the encoder of a recorded model id.
-
-    Remote model ids are ``provider/model`` already; the local model is ``local`` (INT8) or
-    ``local-fp32`` (its model id carries a ``-fp32`` suffix).
-    """
-    provider, _, model = model_id.partition("/")
-    if provider in PROVIDERS and model:
-        return model_id
-    return "local-fp32" if model_id.endswith("-fp32") else "local"

@@ -1,6 +1,6 @@
 """Query latency against corpus size on the embedded engine (Milvus Lite 2.5.1): the scale curve.
 
-    uv run python -m eval.bench_scale --sizes 10000,50000,100000,200000 --concurrency 8 \
+    uv run search-eval bench scale --sizes 10000,50000,100000,200000 --concurrency 8 \
         --duration 20 --runs 3 --lock /tmp/bench.lock --out eval/reports/scale
 
 One collection grows through the sizes (fixtures plus `eval.synthetic` chunks of about 190
@@ -38,7 +38,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,13 @@ import numpy as np
 import numpy.typing as npt
 from pymilvus import MilvusClient
 
-from eval.bench_search_http import QUERIES, http_runs, raw_engine
+from eval.bench.search_http import QUERIES, http_runs, raw_engine
 from eval.latency import load_query_texts
 from eval.synthetic import PassageStandIn, SyntheticCorpus
+from retrieval.collections.specs import ensure_built_model, local_encoder
 from retrieval.documents import read_jsonl
 from retrieval.encoders.protocol import Encoder
-from retrieval.engine import ensure_built_model, local_encoder, open_pipeline
+from retrieval.engine import open_knowledge_base
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.store.milvus import release_lite
 from retrieval.types import Vectors
@@ -127,7 +128,7 @@ class BlendedPassages(PassageStandIn):
 def _settings(base: Settings, index: str) -> Settings:
     return dataclasses.replace(
         base,
-        service=dataclasses.replace(base.service, ingest_fixtures=False),
+        data=dataclasses.replace(base.data, ingest_fixtures=False),
         store=dataclasses.replace(base.store, lite_index=index),
     )
 
@@ -135,19 +136,19 @@ def _settings(base: Settings, index: str) -> Settings:
 async def grow(settings: Settings, target: int, base: int, lock: Path | None, step: int = 200_000) -> float:
     """Ingest synthetic chunks until the collection holds the fixtures plus `target`; seconds spent."""
     real = local_encoder(settings, ensure_built_model(settings))
-    encoder = BlendedPassages(real, base, settings.service.data_dir / "base-vectors.npy")
-    pipeline = await open_pipeline(settings, encoder=encoder)
+    encoder = BlendedPassages(real, base, settings.data.dir / "base-vectors.npy")
+    kb = await open_knowledge_base(settings, encoder)
     spent = 0.0
     try:
-        marker = settings.service.data_dir / "bench-scale-fixtures.json"
+        marker = settings.data.dir / "bench-scale-fixtures.json"
         if not marker.exists():
             with turn(lock):
                 started = time.perf_counter()
-                await pipeline.ingest(list(read_jsonl(settings.service.fixtures_path)))
+                await kb.ingest(list(read_jsonl(settings.data.fixtures)))
                 spent += time.perf_counter() - started
-            marker.write_text(json.dumps({"fixture_chunks": await pipeline.store.count()}))
+            marker.write_text(json.dumps({"fixture_chunks": await kb.store.count()}))
         fixture_chunks = int(json.loads(marker.read_text())["fixture_chunks"])
-        have = await pipeline.store.count() - fixture_chunks
+        have = await kb.store.count() - fixture_chunks
         corpus = SyntheticCorpus(seed=7)
         docs = corpus.documents(target)
         for _ in range(have):  # deterministic corpus: skip what an earlier run ingested
@@ -158,13 +159,13 @@ async def grow(settings: Settings, target: int, base: int, lock: Path | None, st
                 started = time.perf_counter()
                 pending = [next(docs) for _ in range(batch_end - have)]
                 for start in range(0, len(pending), 512):
-                    await pipeline.ingest(pending[start : start + 512], chunk=False)
+                    await kb.ingest(pending[start : start + 512], chunk=False)
                 spent += time.perf_counter() - started
             have = batch_end
             print(f"  ingested {have} synthetic chunks ({spent:.0f}s so far)", flush=True)
         return spent
     finally:
-        await pipeline.close()
+        await kb.close()
         release_lite(settings.milvus_uri)
 
 
@@ -223,7 +224,7 @@ def _disk_mb(data_dir: Path) -> float:
 
 
 def _collection(settings: Settings) -> str:
-    from retrieval.store.pointer import pointer_for
+    from retrieval.collections.stores import pointer_for
 
     return asyncio.run(pointer_for(settings).active())
 
@@ -355,7 +356,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ]
         for values, style, label in curves:
             ax.plot(sizes, values, style, color=colour, label=f"{index}: {label}")
-    # Raw-engine runs at other sizes (`eval.bench_milvus_lite`, saved beside the report as
+    # Raw-engine runs at other sizes (`eval.bench.milvus_lite`, saved beside the report as
     # milvus-lite-<rows>-<index>.json): Milvus dense + sparse only, random vectors.
     for extra in sorted(path.parent.glob("milvus-lite-*.json")):
         raw = json.loads(extra.read_text())
@@ -422,7 +423,7 @@ def _sizes(text: str) -> list[int]:
     return sorted(int(s) for s in text.split(",") if s.strip())
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run (or with --report-only, re-draw) the scale benchmark."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -439,7 +440,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "eval" / "reports" / "scale")
     parser.add_argument("--resume", action="store_true", help="keep points already in OUT/scale.json")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for index in args.indexes:
         if index not in INDEXES:
             parser.error(f"--indexes: {index!r} is not one of {INDEXES}")

@@ -1,0 +1,256 @@
+"""The served query path, in process: what `/v1/search`, `search-eval` and the benchmarks all run.
+
+    exact cache -> encode once -> semantic cache -> route -> retrieve -> fuse -> page -> store
+
+The query vector is computed once and serves the semantic cache, the router and dense retrieval.
+An encoder failure degrades a hybrid search to BM25 alone (`degraded`), here and nowhere else.
+The answer is kept as JSON bytes (`retrieval.answer`); a cache hit returns the stored bytes as
+they are, and only a caller that wants the typed answer decodes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from retrieval.answer import ANSWER_SCHEMA, Answer, build_hits, decode_answer, encode_answer
+from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, Tier, filters_key, normalise_query
+from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
+from retrieval.fusion import WeightedRRF
+from retrieval.knowledge_base import KnowledgeBase
+from retrieval.routing.router import ROUTE_OFF, Route, Router
+from retrieval.types import FusedHit, SearchFilter, SearchMode, Vectors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search as a caller asks for it."""
+
+    text: str
+    top_k: int = 10
+    offset: int = 0
+    mode: SearchMode = SearchMode.HYBRID
+    where: SearchFilter = field(default_factory=SearchFilter)
+    route: str | None = None
+    """None: the intent classifier chooses; "none": routing off; an intent name: that route."""
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A search's answer as JSON bytes, where it came from, and what it cost."""
+
+    payload: bytes
+    """The `Answer` as JSON (`retrieval.answer.encode_answer`)."""
+    query: str
+    """The query as asked (before normalisation)."""
+    tier: Tier | None
+    """The cache tier that served it; None when it was computed."""
+    took_ms: float
+    timings_ms: dict[str, float]
+    computed: Answer | None = field(default=None, repr=False)
+
+    @property
+    def answer(self) -> Answer:
+        """The typed answer (decoded from `payload` when it came from the cache)."""
+        return self.computed if self.computed is not None else decode_answer(self.payload)
+
+
+class SearchObserver(Protocol):
+    """Where the service reports what it did (the API's Prometheus metrics)."""
+
+    def cache_lookup(self, tier: Tier, hit: bool, seconds: float) -> None:
+        """One cache lookup and its outcome."""
+        ...
+
+    def answered(self, how: str, timings_ms: Mapping[str, float]) -> None:
+        """One answer: how ("exact", "semantic", "computed", "degraded") and its stage timings."""
+        ...
+
+
+@dataclass
+class SearchService:
+    """Answers queries over a knowledge base, through the cache, the router and fusion."""
+
+    kb: KnowledgeBase
+    fuser: WeightedRRF
+    candidates: int = 100
+    """Depth of each retriever's list before fusion (a route may ask for another)."""
+    router: Router | None = None
+    cache: Cache | None = None
+    observer: SearchObserver | None = None
+    _background: set[asyncio.Task[object]] = field(default_factory=set, repr=False)
+
+    # -- the query path ---------------------------------------------------------------------
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """The answer to `query`: from the cache when allowed and possible, else searched and kept.
+
+        The engine searches the query in the exact tier's normal form (width, case, spacing and
+        trailing punctuation folded), so two requests that share an exact-tier entry would also
+        get the same answer uncached: an exact hit is right by construction.
+        """
+        started = time.perf_counter()
+        asked, text = query.text, normalise_query(query.text) or query.text
+        self._check_route(query)
+        cache = self.cache if query.use_cache else None
+        key = self._key(query, text)
+        lookup: CacheLookup | None = None
+        if cache is not None:
+            t0 = time.perf_counter()
+            lookup = await cache.get_exact(key)
+            if (hit := self._served(lookup, "exact", t0, started, asked)) is not None:
+                return hit
+
+        mode = query.mode
+        vector: Vectors | None = None
+        timings: dict[str, float] = {}
+        if mode is not SearchMode.SPARSE:
+            t0 = time.perf_counter()
+            vector = await self._embed_or_degrade(text, mode)
+            timings["encode_ms"] = (time.perf_counter() - t0) * 1000
+        degraded = mode is not SearchMode.SPARSE and vector is None
+
+        entities = self.kb.sparse.tokenizer.entities(text)
+        if cache is not None and vector is not None:
+            t0 = time.perf_counter()
+            lookup = await cache.get_semantic(key, vector, entities)
+            if (hit := self._served(lookup, "semantic", t0, started, asked)) is not None:
+                return hit
+
+        answer = await self._compute(query, text, vector, degraded, timings)
+        payload = encode_answer(answer)
+        took = (time.perf_counter() - started) * 1000
+        if self.observer is not None:
+            self.observer.answered("degraded" if answer.degraded else "computed", timings)
+        # A degraded answer (no dense half) must not be served later as if it were whole.
+        if cache is not None and not answer.degraded and lookup is not None:
+            self._remember(cache, key, vector, entities, payload, took, lookup.kb_version)
+        rounded = {k: round(v, 3) for k, v in timings.items()}
+        return SearchResult(payload, asked, None, took, rounded, computed=answer)
+
+    async def _compute(
+        self, query: SearchQuery, text: str, vector: Vectors | None, degraded: bool, timings: dict[str, float]
+    ) -> Answer:
+        mode, where = query.mode, query.where
+        if degraded:
+            mode = SearchMode.SPARSE
+        weights: Mapping[str, float] | None = None
+        candidates = self.candidates
+        route: Route | None = None
+        if self._routes(query):
+            assert self.router is not None  # _routes checked it; narrows the type
+            route = self.router.route(vector[0] if vector is not None else None, text, force=query.route)
+            if route.out_of_scope:
+                return self._answer(query, [], [], route, degraded)
+            mode, where = route.mode, route.search_filter(where)
+            weights, candidates = route.weights, route.candidates or candidates
+            if mode is SearchMode.DENSE and vector is None:
+                mode = SearchMode.SPARSE  # the encoder is down: BM25 is all there is
+        depth = max(candidates, query.offset + query.top_k)
+        terms = self.kb.sparse.tokenizer.tokenize(text)  # once: BM25 here, highlights in the answer
+        retrieved = await self.kb.retrieve(terms, vector, mode=mode, depth=depth, where=where)
+        timings.update(retrieved.timings_ms)
+        fused = self.fuser.fuse(retrieved.ranked, weights)
+        if route is not None:
+            fused = route.rescore(fused)  # boosts re-order the whole list, so paging comes after
+        page = fused[query.offset : query.offset + query.top_k]
+        return self._answer(query, page, terms, route, degraded)
+
+    def _answer(
+        self, query: SearchQuery, page: list[FusedHit], terms: list[str], route: Route | None, degraded: bool
+    ) -> Answer:
+        weights = {**self.fuser.weights, **(route.weights if route is not None else {})}
+        return Answer(
+            hits=build_hits(page, terms, rrf_k=self.fuser.k, weights=weights, fusion="rrf"),
+            route=route.to_json() if route is not None else None,
+            degraded=degraded,
+            mode=query.mode.value,
+            top_k=query.top_k,
+            offset=query.offset,
+        )
+
+    def _routes(self, query: SearchQuery) -> bool:
+        return self.router is not None and query.mode is SearchMode.HYBRID and query.route != ROUTE_OFF
+
+    def _check_route(self, query: SearchQuery) -> None:
+        # Before any cache lookup: an impossible route is the same error whether cached or not.
+        if query.route not in (None, ROUTE_OFF) and not self._routes(query):
+            raise UnknownIntent(
+                f"route {query.route!r} needs routing (a hybrid search on a server with a router)"
+            )
+
+    async def _embed_or_degrade(self, text: str, mode: SearchMode) -> Vectors | None:
+        """The query vector; None when the encoder fails and BM25 can answer alone.
+
+        A dense-only search has no fallback, so there the failure propagates.
+        """
+        try:
+            return await self.kb.encoder.encode_queries([text])
+        except (EncoderUnavailable, EncoderRejected) as exc:
+            if mode is SearchMode.DENSE:
+                raise
+            logger.warning("encoder failed, answering from sparse retrieval only: %s", exc)
+            return None
+
+    # -- the cache ---------------------------------------------------------------------------
+    def _key(self, query: SearchQuery, text: str) -> CacheKey:
+        fuser = self.fuser
+        config = "|".join(
+            [
+                ANSWER_SCHEMA,
+                self.kb.encoder.model_id,
+                str(fuser.k),
+                ",".join(f"{k}={v}" for k, v in sorted(fuser.weights.items())),
+                str(self.candidates),
+                str(query.top_k),
+                str(query.offset),
+            ]
+        )
+        return CacheKey.for_query(
+            text,
+            filters=filters_key(query.where),
+            mode=query.mode.value,
+            route=query.route or "",
+            config_version=config,
+        )
+
+    def _served(
+        self, lookup: CacheLookup, tier: Tier, t0: float, started: float, asked: str
+    ) -> SearchResult | None:
+        hit = lookup.hit
+        if self.observer is not None:
+            self.observer.cache_lookup(tier, hit is not None, time.perf_counter() - t0)
+        if hit is None:
+            return None
+        if not hit.payload.startswith(b'{"hits":'):
+            logger.warning("dropping an unreadable cached answer")
+            return None
+        if self.observer is not None:
+            self.observer.answered(hit.tier, {})
+        return SearchResult(hit.payload, asked, hit.tier, (time.perf_counter() - started) * 1000, {})
+
+    def _remember(
+        self,
+        cache: Cache,
+        key: CacheKey,
+        vector: Vectors | None,
+        entities: frozenset[str],
+        payload: bytes,
+        cost_ms: float,
+        kb_version: int,
+    ) -> None:
+        # Stored off the request path: the caller does not wait for Redis.
+        task = asyncio.create_task(cache.put(key, vector, entities, payload, cost_ms, kb_version=kb_version))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending cache writes (tests and shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

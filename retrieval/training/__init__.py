@@ -1,0 +1,1 @@
+"""Training of the engine's learned parts, apart from serving: nothing here runs for a query."""

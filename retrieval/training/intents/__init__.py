@@ -1,0 +1,1 @@
+"""Training and evaluating the intent head of the router."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from retrieval.answer import Hit
+from retrieval.answer import Answer
 
 Scalar = str | int | float | bool
 
@@ -42,20 +42,17 @@ class CacheInfo(Body):
     tier: Literal["exact", "semantic"] | None = None
 
 
-class SearchResponse(Body):
-    """`POST /v1/search` reply: this request's fields, then the answer's (`retrieval.answer.Answer`)."""
+class SearchResponse(Answer, kw_only=True):
+    """`POST /v1/search` reply: this request's fields, then the answer's (`retrieval.answer.Answer`).
+
+    The answer's fields are the engine's (the cache keeps them as JSON, `search_api.reply` splices
+    this request's fields onto them); this struct documents the whole reply.
+    """
 
     took_ms: float
     cache: CacheInfo
     query: str
     timings_ms: dict[str, float]
-    hits: list[Hit]
-    route: dict[str, Any] | None
-    degraded: bool
-    mode: str
-    top_k: int
-    offset: int
-    corrected: dict[str, str] | None = None
 
 
 class DocumentIn(Body):

@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +25,10 @@ from eval.latency import (
     summarise,
     write_latency,
 )
+from eval.server import free_port
 from retrieval.encoders.build import is_complete
-from retrieval.settings import PROJECT_ROOT, load_settings
+from retrieval.settings import load_settings
+from tests.api_process import ApiProcess
 from tests.conftest import CMRC_DEV, seed_model
 
 URL = "http://127.0.0.1:9"  # never contacted: the mock transport answers
@@ -196,12 +195,6 @@ def test_cli_refuses_remote_targets_and_missing_query_files(
 # -- against the real API ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_api(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -230,55 +223,14 @@ def live_api(
     queries_path = root / "queries.jsonl"
     queries_path.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in queries), encoding="utf-8")
 
-    port = _free_port()
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data), "SEARCH_DATA_FIXTURES": str(kb)}
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "search_api.cli",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    # The routing head is beside the point here (and none ships for this knowledge base).
+    env = {"SEARCH_DATA_FIXTURES": str(kb), "SEARCH_ROUTING_TRAIN_ON_START": "false"}
+    api = ApiProcess(data, free_port(), root / "server.log", env=env)
+    api.start()
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"API exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                ready = httpx.get(f"{url}/v1/ready", timeout=2, trust_env=False)
-                if ready.status_code == 200:
-                    break
-                if "failed" in ready.text:
-                    pytest.fail(f"API start-up failed: {ready.text}")
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"API not ready in 240 s:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, queries_path
+        yield api.url, queries_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        api.stop()
 
 
 @pytest.mark.e2e

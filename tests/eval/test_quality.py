@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.beir import CorpusDoc, DatasetError, Query, write_beir
+from eval.beir import CorpusDoc, DatasetError, Query, load_beir, write_beir
 from eval.metrics import read_trec
 from eval.quality import (
     QualityConfig,
@@ -18,6 +18,7 @@ from eval.quality import (
     run_quality,
     with_overrides,
 )
+from retrieval.service import SearchQuery, SearchResult, SearchService
 from retrieval.settings import Settings
 from tests.conftest import HashingEncoder
 
@@ -175,3 +176,28 @@ def test_encoder_ab_comparison(
     table = (out / "encoders.md").read_text()
     assert "ollama/emb-a" in table and "ollama/emb-b" in table
     assert (out / "ollama_emb_a" / "results.json").exists() and (out / "ollama_emb_b" / "dense.trec").exists()
+
+
+@pytest.mark.integration
+async def test_quality_scores_what_the_served_search_service_answers(
+    settings: Settings, tiny_beir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every ranking scored comes from `SearchService.search`, the call `/v1/search` makes: record
+    # what it answers and compare it with the run the evaluation wrote.
+    answered: dict[str, list[str]] = {}
+    served = SearchService.search
+
+    async def recording(self: SearchService, query: SearchQuery) -> SearchResult:
+        result = await served(self, query)
+        answered[query.text] = [hit.doc_id for hit in result.answer.hits]
+        return result
+
+    monkeypatch.setattr(SearchService, "search", recording)
+    config = QualityConfig(dataset=tiny_beir, out=tmp_path / "out", modes=("hybrid",), quiet=True)
+    result = await run_quality(config, settings, encoder=HashingEncoder())
+    queries = {q.id: q.text for q in load_beir(tiny_beir).judged_queries()}
+    run = result.modes["hybrid"].run
+    assert set(run) == set(queries)
+    for query_id, ranked in run.items():
+        ids = StoreIds(list(load_beir(tiny_beir).corpus))
+        assert [doc for doc, _ in ranked] == [ids.to_beir(d) for d in answered[queries[query_id]]]

@@ -16,8 +16,8 @@ from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_p
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
 from retrieval.settings import PROJECT_ROOT
+from tests.api_process import ApiProcess
 from tests.conftest import seed_model
-from tests.search_api.test_serve_e2e import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.slow]
 
@@ -57,11 +57,11 @@ def chromium() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def server(
     chromium: Playwright, built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[ApiProcess]:
     """`search-api serve` on the fixtures, warmed so the page shows steady-state latency."""
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     seed_model(data_dir, built_model)
-    srv = Server(data_dir, free_port(), data_dir.parent / "server.log")
+    srv = ApiProcess(data_dir, free_port(), data_dir.parent / "server.log")
     srv.start()
     # A query unlike the ones below: loads the collection without filling any cache for them.
     httpx.post(f"{srv.url}/v1/search", json={"query": "玄霜城在哪里"}, timeout=60).raise_for_status()
@@ -123,7 +123,7 @@ def _expect_first(page: Page, doc_id: str, title: str) -> None:
 
 
 def test_typed_queries_show_their_judged_entries_first(
-    server: Server, browser: BrowserContext, tmp_path: Path
+    server: ApiProcess, browser: BrowserContext, tmp_path: Path
 ) -> None:
     page = browser.new_page()
     watch = PageWatch(page, server.url)
@@ -161,7 +161,7 @@ def test_typed_queries_show_their_judged_entries_first(
     assert watch.problems == []
 
 
-def test_filters_paging_links_and_errors(server: Server, browser: BrowserContext) -> None:
+def test_filters_paging_links_and_errors(server: ApiProcess, browser: BrowserContext) -> None:
     page = browser.new_page()
     watch = PageWatch(page, server.url)
     query = DESCRIPTION_QUERY[0]

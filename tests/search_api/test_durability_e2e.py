@@ -9,8 +9,8 @@ import pytest
 
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
+from tests.api_process import ApiProcess
 from tests.conftest import seed_model
-from tests.search_api.test_serve_e2e import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ def test_acknowledged_chunks_survive_kill_9(
     data_dir = tmp_path_factory.mktemp("durable") / "data"
     seed_model(data_dir, built_model)
     env = {"SEARCH_API_ADMIN_KEY": KEY, "SEARCH_ROUTING_TRAIN_ON_START": "false"}
-    server = Server(data_dir, free_port(), data_dir.parent / "server.log", env=env)
+    server = ApiProcess(data_dir, free_port(), data_dir.parent / "server.log", env=env)
     server.start()
     acknowledged: dict[str, int] = {}
     try:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,70 +12,17 @@ import pytest
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
 from retrieval.settings import PROJECT_ROOT
+from tests.api_process import ApiProcess
 from tests.conftest import seed_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-class Server:
-    """One `search-api serve` process on a loopback port."""
-
-    def __init__(self, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None):
-        self.data_dir, self.port, self.log = data_dir, port, log
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 180) -> None:
-        env = {**os.environ, "SEARCH_DATA_DIR": str(self.data_dir), **self.env}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "search_api.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()  # never leave a half-started server behind
-        pytest.fail(f"server not ready after {timeout_s}s: {self.log.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
-def server(built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     data_dir = tmp_path_factory.mktemp("serve") / "data"
     seed_model(data_dir, built_model)
-    srv = Server(data_dir, free_port(), data_dir.parent / "server.log")
+    srv = ApiProcess(data_dir, free_port(), data_dir.parent / "server.log")
     srv.start()
     yield srv
     srv.stop()
@@ -106,7 +47,7 @@ def _judged() -> tuple[list[dict[str, str]], dict[str, str]]:
     return queries, answer
 
 
-def test_fixture_queries_find_their_judged_entries(server: Server) -> None:
+def test_fixture_queries_find_their_judged_entries(server: ApiProcess) -> None:
     ready = httpx.get(f"{server.url}/v1/ready").json()
     assert ready["encoder"]["model_id"] == "m3e-small" and ready["store"]["chunks"] >= 451
     # The README's example: an alias the entry's text never uses as its title.
@@ -124,7 +65,7 @@ def test_fixture_queries_find_their_judged_entries(server: Server) -> None:
     assert first / len(queries) >= 0.60, (first, by_style)
 
 
-def test_restart_keeps_data_and_skips_reingest(server: Server) -> None:
+def test_restart_keeps_data_and_skips_reingest(server: ApiProcess) -> None:
     before = _search(server.url, "玄霜城在哪里", top_k=5)
     server.stop()
     server.start()

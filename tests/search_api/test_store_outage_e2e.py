@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from milvus_lite.server import BIN_PATH
 
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
+from tests.api_process import ApiProcess
 from tests.conftest import seed_model
 from tests.search_api.conftest import DOCS
-from tests.search_api.test_serve_e2e import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -78,14 +77,16 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
         "SEARCH_SPARSE_LEXICON": str(kb),
         "SEARCH_ROUTING_TRAIN_ON_START": "false",
     }
-    api = Server(data_dir, free_port(), root / "server.log", env=env)
-    # Milvus comes up after the API: start-up waits for it instead of failing for good.
-    late = threading.Timer(8.0, milvus.start)
-    late.start()
+    api = ApiProcess(data_dir, free_port(), root / "server.log", env=env)
     try:
-        api.start()
-        late.join()
-        assert "Milvus unreachable" in api.log.read_text()
+        # Milvus comes up after the API: start-up waits for it instead of failing for good.
+        api.launch()
+        waiting = api.wait_until(
+            lambda _, body: "waiting for the vector store" in str(body.get("detail")), "Milvus starts"
+        )
+        assert "Milvus unreachable" in str(waiting["detail"])
+        milvus.start()
+        api.wait_until(lambda status, _: status == 200, "ready")
         before = _search(api.url, "断剑客")
         assert before.status_code == 200, before.text
         ids_before = [h["id"] for h in before.json()["hits"]]
@@ -123,6 +124,5 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
         assert recovered.status_code == 200, recovered.text
         assert recovered.json()["store"]["circuit"] == "closed"
     finally:
-        late.cancel()
         api.stop()
         milvus.kill()

@@ -108,6 +108,16 @@ DEFAULT_SETTINGS: QuantSettings = next(c for c in CANDIDATES if c.name == "attn-
 """The configuration ``build_model`` uses (see the measurements in the module docstring)."""
 
 
+def settings_named(name: str) -> QuantSettings:
+    """The candidate called ``name``; the empty name is :data:`DEFAULT_SETTINGS`."""
+    if not name:
+        return DEFAULT_SETTINGS
+    for candidate in CANDIDATES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"unknown quantisation setting {name!r}; known: {[c.name for c in CANDIDATES]}")
+
+
 class _DropPreprocessHint(logging.Filter):
     """``quantize_dynamic`` always logs a 'consider pre-processing' hint aimed at CNNs; drop it."""
 

@@ -245,13 +245,13 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
 
     encoder = _encoder(settings)
     t0 = time.perf_counter()
-    x_rows = encoder.encode_sync([r.text for r in rows])
-    x_variants = encoder.encode_sync(variants)
-    x_generated = encoder.encode_sync([g.text for g in generated])
+    x_rows = encoder.encode_queries_sync([r.text for r in rows])
+    x_variants = encoder.encode_queries_sync(variants)
+    x_generated = encoder.encode_queries_sync([g.text for g in generated])
     anchors = None
     if not args.no_anchors:
         names, kinds = kb_names(documents)
-        anchors = KindAnchors.build(encoder.encode_sync(names), kinds)
+        anchors = KindAnchors.build(encoder.encode_queries_sync(names), kinds)
     embed_s = time.perf_counter() - t0
     # Text features: KB kinds of the names in the query (when a KB is read) and cue n-grams.
     features = None
@@ -290,7 +290,7 @@ def cmd_intents_train(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     if eval_rows:
-        eval_vectors = encoder.encode_sync([r.text for r in eval_rows])
+        eval_vectors = encoder.encode_queries_sync([r.text for r in eval_rows])
         report, extra = _predictions_report(
             classifier,
             eval_vectors,
@@ -382,7 +382,7 @@ def cmd_intents_predict(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError) as exc:
         print(f"intents predict: {exc}", file=sys.stderr)
         return 2
-    vectors = encoder.encode_sync(texts)
+    vectors = encoder.encode_queries_sync(texts)
     index, confidence = classifier.predict(vectors, texts) if texts else (np.zeros(0, np.int64), np.zeros(0))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -407,7 +407,7 @@ def cmd_intents_eval(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("intents eval: no labelled lines", file=sys.stderr)
         return 2
-    vectors = encoder.encode_sync([r.text for r in rows])
+    vectors = encoder.encode_queries_sync([r.text for r in rows])
     report, _ = _predictions_report(
         classifier, vectors, [r.text for r in rows], [r.label for r in rows], str(args.data)
     )

@@ -363,27 +363,30 @@ def ensure_model(
     # Resolving a registered id or folder is cheap (no hashing); it names the source to compare.
     requested = resolve_model(checkpoint, model_id=model_id) if checkpoint else None
     source = requested.checkpoint_dir() if requested is not None else None
-    if _usable(out_dir, source, model_id):
+    quantization = settings_named(requested.quantization).name if requested is not None else None
+    if _usable(out_dir, source, model_id, quantization):
         return BuiltModel.load(out_dir)
     spec = requested or resolve_model(None, model_id=model_id)
     with _build_lock(out_dir):
         # Another process may have finished the build while we waited for the lock.
-        if _usable(out_dir, source, model_id):
+        if _usable(out_dir, source, model_id, quantization):
             return BuiltModel.load(out_dir)
         settings = settings_named(spec.quantization)
         return _build_unlocked(spec, out_dir, settings, progress or (lambda _msg: None))
 
 
-def _usable(out_dir: Path, source: Path | None, model_id: str | None) -> bool:
-    """Complete, and built from the requested source / under the requested id if given.
+def _usable(out_dir: Path, source: Path | None, model_id: str | None, quantization: str | None) -> bool:
+    """Complete, and built from the requested source / id / INT8 setting, where those are given.
 
-    Only paths and ids are compared (no hashing), so a changed configuration triggers a rebuild
-    while an unchanged one starts instantly.
+    Only paths and names are compared (no hashing), so a changed configuration triggers a
+    rebuild while an unchanged one starts instantly.
     """
     manifest = _read_manifest(out_dir)
     if manifest is None or not _files_match(out_dir, manifest):
         return False
     if source is not None and manifest.get("source_checkpoint") != str(source.resolve()):
+        return False
+    if quantization is not None and dict(manifest.get("quantization") or {}).get("name") != quantization:
         return False
     return model_id is None or manifest.get("model_id") == model_id
 

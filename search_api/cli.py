@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from retrieval.encoders.registry import REGISTRY
 from retrieval.settings import Settings
 from search_api.intents_cli import add_intents_commands
 from search_api.settings import ApiSettings, load_api_settings
@@ -64,26 +66,27 @@ def cmd_hash_key(args: argparse.Namespace, _: ApiSettings) -> int:
 
 
 def cmd_build_model(args: argparse.Namespace, api: ApiSettings) -> int:
-    """Convert a BERT-family checkpoint folder into model.onnx (FP32) and model.int8.onnx."""
+    """Convert a checkpoint folder or a registered model into model.onnx (FP32) and model.int8.onnx."""
     from retrieval.collections.specs import model_build_dir
     from retrieval.encoders.build import build_model, ensure_model
-    from retrieval.encoders.registry import default_checkpoint_dir
 
     settings = api.engine
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None and settings.model.checkpoint:
-        checkpoint = Path(settings.model.checkpoint)
+    chosen = args.checkpoint or args.model
+    if chosen:
+        # Same as setting model.checkpoint, so the output folder is the one the server will use.
+        settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, checkpoint=chosen))
+    checkpoint = settings.model.checkpoint or None
     out = Path(args.out) if args.out else model_build_dir(settings)
     if args.force:
-        built = build_model(
-            checkpoint or default_checkpoint_dir(), out, model_id=args.model_id, progress=print
-        )
+        built = build_model(checkpoint or "", out, model_id=args.model_id, progress=print)
     else:
         built = ensure_model(out, checkpoint, model_id=args.model_id, progress=print)
     print(f"model {built.model_id} (dim {built.dim}) in {built.out_dir}")
     print(f"  fp32: {built.fp32_path}")
     print(f"  int8: {built.int8_path} (min cosine to fp32 {built.int8_min_cosine:.4f})")
     print(f"  licence: {built.licence}")
+    if built.query_prefix or built.passage_prefix:
+        print(f"  prefixes: query {built.query_prefix!r}, passage {built.passage_prefix!r}")
     return 0
 
 
@@ -303,9 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     build = sub.add_parser("build-model", help="export a BERT-family checkpoint to ONNX FP32 + INT8")
-    build.add_argument(
+    source = build.add_mutually_exclusive_group()
+    source.add_argument(
         "--checkpoint", help="folder with config.json, weights and tokenizer.json (default m3e-small)"
     )
+    source.add_argument("--model", choices=sorted(REGISTRY), help="a registered model instead of a folder")
     build.add_argument("--out", help="output folder (default: the data folder's model folder)")
     build.add_argument("--model-id", default=None)
     build.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")

@@ -185,7 +185,7 @@ def cmd_intents_predict(args: argparse.Namespace, api: ApiSettings) -> int:
     except (OSError, ValueError) as exc:
         print(f"intents predict: {exc}", file=sys.stderr)
         return 2
-    vectors = encoder.encode_sync(texts)
+    vectors = encoder.encode_queries_sync(texts)
     index, confidence = classifier.predict(vectors, texts) if texts else (np.zeros(0, np.int64), np.zeros(0))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def cmd_intents_eval(args: argparse.Namespace, api: ApiSettings) -> int:
     if not rows:
         print("intents eval: no labelled lines", file=sys.stderr)
         return 2
-    vectors = encoder.encode_sync([r.text for r in rows])
+    vectors = encoder.encode_queries_sync([r.text for r in rows])
     report, _ = predictions_report(
         classifier, vectors, [r.text for r in rows], [r.label for r in rows], str(args.data)
     )

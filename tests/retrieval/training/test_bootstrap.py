@@ -24,7 +24,7 @@ class RefusingEncoder:
 
     model_id = "m3e-small"
 
-    def encode_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def encode_queries_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         raise AssertionError("a shipped head must be copied, not trained")
 
 

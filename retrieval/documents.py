@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,21 @@ class Document:
             raise InvalidDocument("metadata", "at most 8000 characters as JSON")
         if len(self.aliases) > 32 or any(len(a) > 64 for a in self.aliases):
             raise InvalidDocument("aliases", "at most 32 aliases of at most 64 characters")
+        # NUL is refused everywhere (the API's body gate refuses it too): the store's strings
+        # are C strings underneath, and no knowledge-base text needs one.
+        texts = {"id": self.id, "title": self.title, "kind": self.kind, "text": self.text}
+        texts.update({f"aliases[{i}]": a for i, a in enumerate(self.aliases)})
+        for name, value in texts.items():
+            if "\x00" in value:
+                raise InvalidDocument(name, "must not contain NUL characters")
+        for key, value in self.metadata.items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and "\x00" in item:
+                    raise InvalidDocument("metadata", f"{key}: must not contain NUL characters")
+                if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+                    raise InvalidDocument("metadata", f"{key}: integers must fit in 64 bits")
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise InvalidDocument("metadata", f"{key}: numbers must be finite")
         return self
 
     @classmethod

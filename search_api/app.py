@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from litestar import Litestar, Request
@@ -21,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from retrieval.encoders.protocol import Encoder
 from search_api.auth import API_KEY_HEADER, AccessKeys
-from search_api.controllers.admin import AdminReindexController
+from search_api.body_gate import body_gate
+from search_api.controllers.admin import AdminReindexController, ReindexRequest
 from search_api.controllers.cache import AdminCacheController
 from search_api.controllers.documents import DocumentsController
 from search_api.controllers.health import HealthController
@@ -29,6 +31,7 @@ from search_api.controllers.page import PageController, static_router
 from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
 from search_api.metrics import MetricsController
+from search_api.schemas import DocumentsRequest, SearchRequest
 from search_api.settings import ApiSettings, LimitsSettings, load_api_settings
 from search_api.state import AppState
 from search_api.telemetry import ServiceMetrics, request_id_var
@@ -36,6 +39,12 @@ from search_api.telemetry import ServiceMetrics, request_id_var
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+BODY_SCHEMAS: dict[str, type] = {
+    "/v1/search": SearchRequest,
+    "/v1/documents": DocumentsRequest,
+    "/v1/admin/reindex": ReindexRequest,
+}
+"""Each route's body type, for the gate's strict decoding (the handlers declare the same)."""
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -109,9 +118,11 @@ def create_app(settings: ApiSettings | None = None, *, encoder: Encoder | None =
     state = AppState(settings, encoder=encoder, registry=registry, observer=metrics)
     access_keys = AccessKeys.from_settings(settings.service)  # a malformed digest stops start-up here
     rate_limit = rate_limit_config(settings.limits)
-    middleware = [request_id_middleware, metrics.middleware]
+    middleware: list[Any] = [request_id_middleware, metrics.middleware]
     if rate_limit is not None:
         middleware.append(rate_limit.middleware)
+    # Innermost: a refused body is still timed, logged and rate-limited like any request.
+    middleware.append(partial(body_gate, max_bytes=MAX_BODY_BYTES, schemas=BODY_SCHEMAS))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

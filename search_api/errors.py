@@ -75,7 +75,7 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-def _classify_validation(message: str, key: str | None) -> tuple[str, str | None]:
+def classify_validation(message: str, key: str | None) -> tuple[str, str | None]:
     """Turn msgspec's decode message (and Litestar's key) into (code, field path)."""
     field = key if key and key != "data" else None
     if (m := _PATH.search(message)) is not None:
@@ -112,11 +112,11 @@ def api_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
         details = [d for d in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(d, dict)]
         first = details[0] if details else {}
         text = str(first.get("message") or exc.detail)
-        code, field = _classify_validation(text, first.get("key"))
+        code, field = classify_validation(text, first.get("key"))
         status = 400
         message = "request body is not valid JSON" if code == "malformed_json" else text
     elif isinstance(exc, ClientException) and exc.status_code == 400:
-        code, field = _classify_validation(exc.detail, None)
+        code, field = classify_validation(exc.detail, None)
         status, message = 400, exc.detail
     elif isinstance(exc, NotFoundException):
         status, code, message, field = 404, "not_found", exc.detail or "not found", None

@@ -1,6 +1,6 @@
 """`search-eval`: retrieval quality, HTTP latency, reports, and dataset converters.
 
-    search-eval quality --dataset DIR|fixtures|cmrc-chunk|cmrc-paragraph --modes bm25,dense,hybrid --out DIR
+    search-eval quality --dataset DIR|fixtures|cmrc-chunk|cmrc-paragraph|drcd-train|drcd-heldout --modes bm25,dense,hybrid --out DIR
     search-eval latency --url http://127.0.0.1:8000 --concurrency 4 --duration 30 [--budget-ms 600]
     search-eval report --runs DIR [DIR ...] --out DIR
     search-eval convert-cmrc --input cmrc2018_dev.json --level paragraph|chunk --out DIR
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("eval")
 
-DATASET_SHORTCUTS = ("fixtures", "cmrc-chunk", "cmrc-paragraph")
+DATASET_SHORTCUTS = ("fixtures", "cmrc-chunk", "cmrc-paragraph", "drcd-train", "drcd-heldout")
 """`quality --dataset` names converted on the fly into <data_dir>/datasets/<name>."""
 DEFAULT_QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
 
@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def resolve_dataset(name: str, settings: Settings, cmrc_input: Path, quiet: bool) -> tuple[Path, str]:
     """A dataset folder for `--dataset`: a shortcut is converted into the data folder first."""
-    from eval.converters import FIXTURES_DIR, CmrcLevel, convert_cmrc, convert_fixtures
+    from eval.converters import DRCD_DEV, FIXTURES_DIR, CmrcLevel, convert_cmrc, convert_fixtures
 
     if name not in DATASET_SHORTCUTS:
         path = Path(name)
@@ -62,6 +62,16 @@ def resolve_dataset(name: str, settings: Settings, cmrc_input: Path, quiet: bool
     out = settings.data.dir / "datasets" / name
     if name == "fixtures":
         report = convert_fixtures(FIXTURES_DIR, out)
+    elif name.startswith("drcd-"):
+        # DRCD at chunk level, split by article; drcd-heldout is never trained or tuned on.
+        report = convert_cmrc(
+            DRCD_DEV,
+            out,
+            "chunk",
+            max_chars=settings.chunking.max_chars,
+            min_chars=settings.chunking.min_chars,
+            part="heldout" if name == "drcd-heldout" else "train",
+        )
     else:
         level: CmrcLevel = "chunk" if name == "cmrc-chunk" else "paragraph"
         report = convert_cmrc(

@@ -1,12 +1,17 @@
-"""Converters into the BEIR layout: CMRC 2018 (paragraph or chunk level) and the project fixtures.
+"""Converters into the BEIR layout: CMRC 2018 and DRCD (paragraph or chunk level), and the fixtures.
 
 CMRC chunk level splits every paragraph with the project's own chunker, so the relevant unit is
 exactly what the API would store and return; a question counts only when its answer sits whole
 inside one chunk.
+
+DRCD dev (simplified) has CMRC's layout and is split by article into a training part and a part
+held aside (`drcd_part`): the held-aside articles, their chunks and their questions are never
+trained or tuned on, so figures on that part are figures on unseen data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,10 +23,14 @@ from retrieval.chunking import chunk_text
 from retrieval.settings import PROJECT_ROOT
 
 CMRC_DEV = PROJECT_ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_dev.json"
+DRCD_DEV = PROJECT_ROOT.parent / "shared" / "data" / "drcd" / "drcd_dev_simplified.json"
 FIXTURES_DIR = PROJECT_ROOT / "fixtures"
 REPORT_FILE = "conversion.json"
 
 CmrcLevel = Literal["paragraph", "chunk"]
+ArticlePart = Literal["all", "train", "heldout"]
+HELDOUT_SHARE = 3
+"""One article in HELDOUT_SHARE is held aside, chosen by a hash of its id (fixed across runs)."""
 AnswerStatus = Literal["exact", "realigned", "missing", "ambiguous", "empty"]
 
 
@@ -94,8 +103,11 @@ def convert_cmrc(
     *,
     max_chars: int = 400,
     min_chars: int = 40,
+    part: ArticlePart = "all",
 ) -> ConversionReport:
     """Write CMRC 2018 (SQuAD format) as BEIR: paragraphs or chunks as the corpus, questions as queries.
+
+    `part` keeps every article, or only the training or held-aside articles (`article_part`).
 
     Only the first answer of a question is used. At paragraph level every question is kept (its
     paragraph is relevant wherever the answer sits); at chunk level the question is kept only when
@@ -109,7 +121,11 @@ def convert_cmrc(
     corpus: list[CorpusDoc] = []
     queries: list[Query] = []
     qrels: dict[str, dict[str, int]] = {}
+    if part != "all":
+        report.settings = {**report.settings, "part": part, "heldout_share": f"1/{HELDOUT_SHARE}"}
     for article in _read_cmrc(source):
+        if part != "all" and article_part(str(article.get("id") or article.get("title") or "")) != part:
+            continue
         title = str(article.get("title") or "")
         for paragraph in article.get("paragraphs", []):
             pid = str(paragraph["id"])
@@ -156,6 +172,12 @@ def convert_cmrc(
     write_beir(out, corpus, queries, qrels)
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     return report
+
+
+def article_part(article_id: str) -> ArticlePart:
+    """"heldout" for one article id in HELDOUT_SHARE (by SHA-256, so stable everywhere), else "train"."""
+    digest = hashlib.sha256(article_id.encode("utf-8")).digest()
+    return "heldout" if int.from_bytes(digest[:4], "big") % HELDOUT_SHARE == 0 else "train"
 
 
 def _read_objects(path: Path) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eval.beir import DatasetError, load_beir
-from eval.converters import convert_cmrc, convert_fixtures, locate_answer
+from eval.converters import DRCD_DEV, article_part, convert_cmrc, convert_fixtures, locate_answer
 from retrieval.chunking import chunk_text
 from tests.conftest import CMRC_DEV
 
@@ -101,6 +101,23 @@ def test_real_cmrc_chunk_relevance_holds_the_first_answer(tmp_path: Path) -> Non
         assert chunk_id.rsplit("-", 1)[0] == query.id.rsplit("_QUERY_", 1)[0]
     paragraph = convert_cmrc(CMRC_DEV, tmp_path / "para", "paragraph")
     assert (paragraph.corpus_docs, paragraph.kept) == (848, 3219)
+
+
+def test_drcd_parts_split_articles_apart_and_cover_the_whole(tmp_path: Path) -> None:
+    for part in ("train", "heldout", "all"):
+        convert_cmrc(DRCD_DEV, tmp_path / part, "chunk", max_chars=400, min_chars=40, part=part)
+    parts = {part: load_beir(tmp_path / part) for part in ("train", "heldout", "all")}
+    train, heldout, whole = parts["train"], parts["heldout"], parts["all"]
+    # No chunk or question of a held-aside article reaches the training part, and together they
+    # are the whole set.
+    assert not set(train.corpus) & set(heldout.corpus)
+    assert not set(train.queries) & set(heldout.queries)
+    assert set(train.corpus) | set(heldout.corpus) == set(whole.corpus)
+    assert set(train.queries) | set(heldout.queries) == set(whole.queries)
+    assert 0.25 < len(heldout.queries) / len(whole.queries) < 0.42
+    # The split is by article id alone, so it is the same on every machine and run.
+    assert article_part("1147") == article_part("1147")
+    assert {article_part(str(i)) for i in range(50)} == {"train", "heldout"}
 
 
 def test_fixtures_become_beir_with_kinds_and_labels(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """`search-eval`: retrieval quality, HTTP latency, reports, and dataset converters.
 
-    search-eval quality --dataset DIR|fixtures|cmrc-chunk|cmrc-paragraph|drcd-train|drcd-heldout --modes bm25,dense,hybrid --out DIR
+    search-eval quality --dataset DIR|fixtures|cmrc-chunk|drcd-heldout|... --modes bm25,dense,hybrid --out DIR
     search-eval latency --url http://127.0.0.1:8000 --concurrency 4 --duration 30 [--budget-ms 600]
     search-eval report --runs DIR [DIR ...] --out DIR
     search-eval convert-cmrc --input cmrc2018_dev.json --level paragraph|chunk --out DIR

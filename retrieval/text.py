@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
+
+import opencc
 
 
 def normalise(text: str) -> str:
     """NFKC (full-width to half-width) and lower case, so 'ＡＢＣ' and 'abc' index alike."""
     return unicodedata.normalize("NFKC", text).lower()
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    # Built once: loading OpenCC's dictionaries costs milliseconds, converting costs microseconds.
+    return opencc.OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters folded to simplified (OpenCC `t2s`), so 顧青梧 and 顾青梧 meet.
+
+    Character for character: the result has the same length, so offsets into it are offsets into
+    the original (highlights stay where they belong).
+    """
+    folded: str = _t2s().convert(text)
+    return folded

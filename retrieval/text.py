@@ -1,11 +1,30 @@
-"""Text normalisation shared by indexing, querying and the cache, so all three fold text alike."""
+"""Text normalisation shared by indexing, querying and the cache, so all three fold text alike.
+
+Also where jieba is imported, once, for every module that segments text.
+"""
 
 from __future__ import annotations
 
+import logging
 import unicodedata
+import warnings
 from functools import lru_cache
 
 import opencc
+
+# jieba 0.42 imports pkg_resources, whose deprecation warning tells our users nothing they can act
+# on (jieba reads its dictionary from its own package files either way).
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+import jieba  # noqa: E402
+
+# jieba adds its own stderr handler and pins its logger at DEBUG, so each of its lines would be
+# written twice (plain, then as the application's JSON). Its records go to the root logger like
+# any library's, at the application's level: its start-up lines are DEBUG.
+_jieba_log = logging.getLogger("jieba")
+_jieba_log.handlers.clear()
+_jieba_log.setLevel(logging.NOTSET)
+
+__all__ = ["jieba", "normalise", "to_simplified"]
 
 
 def normalise(text: str) -> str:

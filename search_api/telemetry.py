@@ -62,10 +62,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class ThirdPartyChatter(logging.Filter):
+    """Drop libraries' INFO chatter written to the root logger (onnxruntime's quantiser logs one
+    line per tensor through `logging.info`); their warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a sub-WARNING record of the root logger written from inside onnxruntime."""
+        return not (
+            record.name == "root" and record.levelno < logging.WARNING and "onnxruntime" in record.pathname
+        )
+
+
 def configure_logging(level: str, fmt: str = "json") -> None:
-    """Log to stderr as JSON lines (`fmt="json"`) or plain text, with the request id either way."""
+    """Log to stderr as JSON lines (`fmt="json"`) or plain text, with the request id either way.
+
+    One line per event: jieba's own handler is removed where it is imported (`retrieval.text`).
+    """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(ThirdPartyChatter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -74,6 +89,8 @@ def configure_logging(level: str, fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Warnings (deprecations in libraries) become log records too, so stderr stays JSON lines.
+    logging.captureWarnings(True)
 
 
 class ServiceMetrics:

@@ -8,9 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-import jieba
-
-from retrieval.text import normalise
+from retrieval.text import jieba, normalise
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,10 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -88,3 +91,34 @@ async def test_metrics_show_route_latency_stage_timings_cache_and_memory(
     assert _sample(text, "search_requests_total", answer="computed") == 1
     assert _sample(text, "search_requests_total", answer="exact") == 1
     assert _sample(text, "process_resident_memory_bytes") > 10_000_000
+
+
+_THIRD_PARTY_SCRIPT = """
+import logging, sys
+from pathlib import Path
+from search_api.telemetry import configure_logging
+configure_logging("DEBUG")
+from retrieval.sparse.tokenizer import JiebaTokenizer
+assert JiebaTokenizer(lexicon=["沈青崖"], cache_dir=Path(sys.argv[1])).tokenize("沈青崖的师父")
+# onnxruntime's quantiser logs one INFO line per tensor through the root logger.
+quantiser = "/site-packages/onnxruntime/quantization/base_quantizer.py"
+for level, message in ((logging.INFO, "Quantization parameters for tensor"), (logging.WARNING, "kept")):
+    logging.getLogger().handle(logging.LogRecord("root", level, quantiser, 1, message, None, None))
+"""
+
+
+@pytest.mark.unit
+def test_third_party_lines_are_written_once_as_json(tmp_path: Path) -> None:
+    # A fresh process, as `serve` is: jieba installs its own stderr handler when first imported.
+    done = subprocess.run(
+        [sys.executable, "-c", _THIRD_PARTY_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]  # no plain line
+    jieba_lines = [r["message"] for r in records if r["logger"] == "jieba"]
+    assert jieba_lines and len(jieba_lines) == len(set(jieba_lines))
+    messages = [r["message"] for r in records]
+    assert "kept" in messages and "Quantization parameters for tensor" not in messages

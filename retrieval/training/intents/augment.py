@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import jieba
+from retrieval.text import jieba
 
 # Question words, generic nouns and verbs users put around names, with near-synonyms a reader of
 # this world would accept. Entries are words jieba produces on their own.

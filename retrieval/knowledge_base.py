@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.chunking import chunk_text
-from retrieval.collections.journal import WriteJournal
 from retrieval.documents import Document
 from retrieval.encoders.protocol import Encoder
+from retrieval.journal import WriteJournal
 from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.store.protocol import VectorStore

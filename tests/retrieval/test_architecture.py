@@ -102,6 +102,22 @@ def test_no_import_cycles_among_retrieval_modules() -> None:
     assert _cycles(_graph()) == []
 
 
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_two_packages_import_each_other() -> None:
+    # Module cycles are checked above; this keeps the coarser map readable too: if `collections`
+    # uses the knowledge base, the knowledge base uses nothing of `collections`.
+    edges = {
+        (_package(module), _package(target))
+        for module, targets in _graph().items()
+        for target in targets
+        if _package(module) != _package(target)
+    }
+    assert sorted({tuple(sorted(edge)) for edge in edges if edge[::-1] in edges}) == []
+
+
 def test_roles_import_only_themselves_and_the_shared_modules() -> None:
     wrong = {
         f"{module} -> {target}"

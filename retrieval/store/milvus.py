@@ -54,6 +54,31 @@ _COPY_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata", "t
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}#[0-9]{1,9}$")
 
 
+_PROPERTY_MODEL, _PROPERTY_DIM, _PROPERTY_SCHEMA = "kb.model_id", "kb.dim", "kb.schema_version"
+
+
+def _model_properties(model_id: str, dim: int) -> dict[str, str]:
+    return {_PROPERTY_MODEL: model_id, _PROPERTY_DIM: str(dim), _PROPERTY_SCHEMA: str(SCHEMA_VERSION)}
+
+
+def recorded_model(described: dict[str, Any]) -> str:
+    """The model id a collection was created for, from `describe_collection`'s answer ("?" if none).
+
+    It is written twice because no single place survives everywhere: Milvus 2.5/2.6 keep both the
+    schema description and collection properties, embedded Milvus Lite 2.5 keeps only the
+    description (and drops properties), Milvus Lite's own gRPC server (3.x) keeps only properties.
+    Properties are read first; the description also covers collections created before them.
+    """
+    properties = described.get("properties") or {}
+    if properties.get(_PROPERTY_MODEL):
+        return str(properties[_PROPERTY_MODEL])
+    try:
+        recorded = json.loads(described.get("description") or "{}")
+    except ValueError:
+        recorded = {}
+    return str(recorded.get("model_id", "?")) if isinstance(recorded, dict) else "?"
+
+
 def _unreachable(exc: MilvusException) -> bool:
     """Whether a client error means Milvus could not be reached (rather than refusing the call)."""
     return isinstance(exc, ConnectError | MilvusUnavailableException | ConnectionNotExistException) or (
@@ -234,21 +259,38 @@ class MilvusStore:
 
     def _index_params(self) -> Any:
         params = MilvusClient.prepare_index_params()
+        # Build parameters go in one nested `params` (sent as one JSON value): the classic wire form,
+        # which Milvus servers read and Milvus Lite's own server (3.x) is the only form it reads; the
+        # flat form pymilvus 3 sends otherwise is dropped there, silently building with defaults.
         if self.lite and self.lite_index == "IVF_FLAT":
             params.add_index(
-                "dense", index_type="IVF_FLAT", metric_type="COSINE", params={"nlist": self.ivf_nlist}
+                "dense",
+                index_type="IVF_FLAT",
+                metric_type="COSINE",
+                params={"params": {"nlist": self.ivf_nlist}},
             )
         elif self.lite:
             params.add_index("dense", index_type="FLAT", metric_type="COSINE")
         else:
-            params.add_index("dense", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
+            params.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"params": HNSW_PARAMS})
             params.add_index("kind", index_type="INVERTED")
             params.add_index("doc_id", index_type="INVERTED")
         # drop_ratio 0: keep every term, so IP equals the BM25 score exactly.
         params.add_index(
-            "sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP", params={"drop_ratio_build": 0.0}
+            "sparse",
+            index_type="SPARSE_INVERTED_INDEX",
+            metric_type="IP",
+            params={"params": {"drop_ratio_build": 0.0}},
         )
         return params
+
+    def _create_indexes(self) -> None:
+        # pymilvus' wait for a finished build asks the server for a timestamp (AllocTimestamp), an
+        # RPC Milvus Lite's server lacks; only the blocking client can skip that wait. Nothing is
+        # stored yet, so the indexes are complete as soon as they are declared.
+        self._blocking().create_index(
+            self.collection, self._index_params(), sync=False, timeout=self.timeout_s
+        )
 
     async def open(self, model_id: str, dim: int) -> CollectionInfo:
         """Create the collection, or verify the existing one was built by `model_id` at `dim`."""
@@ -260,11 +302,12 @@ class MilvusStore:
                 client.create_collection(
                     self.collection,
                     schema=self._schema(model_id, dim),
-                    index_params=self._index_params(),
+                    properties=_model_properties(model_id, dim),
                     # Strong: a chunk acknowledged by an ingest is visible to the next search.
                     consistency_level="Strong",
                 ),
             )
+            await self._call("create_index", asyncio.to_thread(self._create_indexes))
             logger.info("created collection %s (model %s, dim %d)", self.collection, model_id, dim)
         else:
             info = await self.describe()
@@ -286,14 +329,10 @@ class MilvusStore:
         return CollectionInfo(self.collection, model_id, dim, await self.count())
 
     async def describe(self) -> CollectionInfo:
-        """Model id and dimension recorded in the collection's description."""
+        """Model id and dimension recorded in the collection (see `recorded_model`)."""
         desc = await self._call("describe_collection", self._async().describe_collection(self.collection))
-        try:
-            recorded = json.loads(desc.get("description") or "{}")
-        except ValueError:
-            recorded = {}
         dim = next((int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "dense"), 0)
-        return CollectionInfo(self.collection, str(recorded.get("model_id", "?")), dim, 0)
+        return CollectionInfo(self.collection, recorded_model(desc), dim, 0)
 
     async def drop(self) -> None:
         """Delete the collection and everything in it."""

@@ -395,12 +395,17 @@ class MilvusStore:
         self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
     ) -> list[StoredHit]:
         """Nearest chunks by cosine similarity."""
+        params = self.dense_search_params(limit)
+        return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
+
+    def dense_search_params(self, limit: int) -> dict[str, Any]:
+        """What a dense search of `limit` hits asks of the index (HNSW: ef, at least `limit`)."""
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if not self.lite:
             params["params"] = {"ef": max(HNSW_EF, limit)}
         elif self.lite_index == "IVF_FLAT":
             params["params"] = {"nprobe": self.ivf_nprobe}
-        return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
+        return params
 
     async def search_sparse(self, vector: SparseVector, limit: int, where: SearchFilter) -> list[StoredHit]:
         """Chunks by inner product with the BM25 query vector; nothing when no query term is known."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from eval.server import free_port
-
 from retrieval.answer import Answer
 from retrieval.encoders.build import BuiltModel, build_model, ensure_model
 from retrieval.encoders.protocol import Encoder

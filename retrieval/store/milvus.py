@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ SCHEMA_VERSION = 1
 _HIT_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata"]
 # Milvus caps one query's result window at 16384 rows.
 _QUERY_WINDOW = 16_384
+# Milvus' error code for a search or query on a collection that is not loaded.
+_COLLECTION_NOT_LOADED = 101
 HNSW_PARAMS = {"M": 32, "efConstruction": 200}
 HNSW_EF = 200
 
@@ -318,15 +320,36 @@ class MilvusStore:
                     "Re-embed it with `search-api reindex`, point SEARCH_STORE_COLLECTION at a new "
                     "collection, or configure the model it was built with."
                 )
+        await self._load()
+        self._dim = dim
+        return CollectionInfo(self.collection, model_id, dim, await self.count())
+
+    async def _load(self) -> None:
         # Loading builds the dense index in memory: seconds per 100k chunks on Lite, so it gets
         # its own deadline; the per-call one would refuse to open a large collection at all.
         await self._call(
             "load_collection",
-            client.load_collection(self.collection, timeout=self.load_timeout_s),
+            self._async().load_collection(self.collection, timeout=self.load_timeout_s),
             timeout_s=self.load_timeout_s,
         )
-        self._dim = dim
-        return CollectionInfo(self.collection, model_id, dim, await self.count())
+
+    async def _read(
+        self, what: str, call: Callable[[], Awaitable[Any]], *, timeout_s: float | None = None
+    ) -> Any:
+        """`_call` for a search or query, loading the collection again once if it was released.
+
+        A server restarted under a running API may come back with the collection released (Milvus
+        Lite's server always does; Milvus does after someone releases it): load it and retry once.
+        """
+        try:
+            return await self._call(what, call(), timeout_s=timeout_s)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, MilvusException) and cause.code == _COLLECTION_NOT_LOADED):
+                raise
+        logger.warning("collection %s is not loaded (a restarted server?); loading it again", self.collection)
+        await self._load()
+        return await self._call(what, call(), timeout_s=timeout_s)
 
     async def describe(self) -> CollectionInfo:
         """Model id and dimension recorded in the collection (see `recorded_model`)."""
@@ -373,9 +396,9 @@ class MilvusStore:
         found: list[dict[str, Any]] = []
         for start in range(0, len(doc_ids), 100):
             expr = doc_ids_expression(doc_ids[start : start + 100])
-            rows = await self._call(
+            rows = await self._read(
                 "query",
-                self._async().query(
+                lambda expr=expr: self._async().query(  # type: ignore[misc]
                     self.collection,
                     filter=expr,
                     output_fields=fields,
@@ -417,9 +440,9 @@ class MilvusStore:
     async def _search(
         self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]
     ) -> list[StoredHit]:
-        result = await self._call(
+        result = await self._read(
             f"{field} search",
-            self._async().search(
+            lambda: self._async().search(
                 self.collection,
                 data=data,
                 anns_field=field,
@@ -450,9 +473,9 @@ class MilvusStore:
 
     async def count(self) -> int:
         """Number of live chunks (deleted ones excluded)."""
-        rows = await self._call(
+        rows = await self._read(
             "count",
-            self._async().query(
+            lambda: self._async().query(
                 self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout_s
             ),
         )

@@ -1,15 +1,13 @@
 """Milvus as the vector store: Milvus Lite (a file) by default, a Milvus server by URI.
 
-The same code serves both. Differences are confined to index choice: Milvus Lite 2.5 offers only
-FLAT/IVF_FLAT for dense vectors (FLAT is exact and, at 100k rows, fast enough: see README
-"Engine choice"), while a server gets HNSW with M=32, efConstruction=200 and ef=200.
+The same code serves both; what differs (the index choice) is in `retrieval.store.layout`, and
+the swap-time `HandoverStore` is in `retrieval.store.handover`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pymilvus import AsyncMilvusClient, DataType, MilvusClient
+from pymilvus import AsyncMilvusClient, MilvusClient
 from pymilvus.client.types import Status
 from pymilvus.exceptions import (
     ConnectError,
@@ -30,20 +28,17 @@ from pymilvus.exceptions import (
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.store.config import StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression
-from retrieval.store.protocol import VectorStore
+from retrieval.store.layout import HNSW_EF, chunk_schema, index_params, model_properties, recorded_model
 from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
 from retrieval.util import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 _HIT_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata"]
 # Milvus caps one query's result window at 16384 rows.
 _QUERY_WINDOW = 16_384
 # Milvus' error code for a search or query on a collection that is not loaded.
 _COLLECTION_NOT_LOADED = 101
-HNSW_PARAMS = {"M": 32, "efConstruction": 200}
-HNSW_EF = 200
 
 
 def _terms(row: dict[str, Any]) -> StoredTerms:
@@ -54,31 +49,6 @@ def _terms(row: dict[str, Any]) -> StoredTerms:
 _COPY_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata", "tf", "doc_len", "sparse"]
 # Chunk ids are `<doc id>#<n>` with validated doc ids; anything else is never put into an expression.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}#[0-9]{1,9}$")
-
-
-_PROPERTY_MODEL, _PROPERTY_DIM, _PROPERTY_SCHEMA = "kb.model_id", "kb.dim", "kb.schema_version"
-
-
-def _model_properties(model_id: str, dim: int) -> dict[str, str]:
-    return {_PROPERTY_MODEL: model_id, _PROPERTY_DIM: str(dim), _PROPERTY_SCHEMA: str(SCHEMA_VERSION)}
-
-
-def recorded_model(described: dict[str, Any]) -> str:
-    """The model id a collection was created for, from `describe_collection`'s answer ("?" if none).
-
-    It is written twice because no single place survives everywhere: Milvus 2.5/2.6 keep both the
-    schema description and collection properties, embedded Milvus Lite 2.5 keeps only the
-    description (and drops properties), Milvus Lite's own gRPC server (3.x) keeps only properties.
-    Properties are read first; the description also covers collections created before them.
-    """
-    properties = described.get("properties") or {}
-    if properties.get(_PROPERTY_MODEL):
-        return str(properties[_PROPERTY_MODEL])
-    try:
-        recorded = json.loads(described.get("description") or "{}")
-    except ValueError:
-        recorded = {}
-    return str(recorded.get("model_id", "?")) if isinstance(recorded, dict) else "?"
 
 
 def _unreachable(exc: MilvusException) -> bool:
@@ -241,58 +211,12 @@ class MilvusStore:
         return result
 
     # -- collection ------------------------------------------------------------------------
-    def _schema(self, model_id: str, dim: int) -> Any:
-        description = json.dumps({"model_id": model_id, "dim": dim, "schema_version": SCHEMA_VERSION})
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=description
-        )
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=200)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
-        schema.add_field("title", DataType.VARCHAR, max_length=1024)
-        schema.add_field("kind", DataType.VARCHAR, max_length=32)
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
-        schema.add_field("chunk_index", DataType.INT32)
-        schema.add_field("metadata", DataType.JSON)
-        schema.add_field("tf", DataType.JSON)
-        schema.add_field("doc_len", DataType.INT32)
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        return schema
-
-    def _index_params(self) -> Any:
-        params = MilvusClient.prepare_index_params()
-        # Build parameters go in one nested `params` (sent as one JSON value): the classic wire form,
-        # which Milvus servers read and Milvus Lite's own server (3.x) is the only form it reads; the
-        # flat form pymilvus 3 sends otherwise is dropped there, silently building with defaults.
-        if self.lite and self.lite_index == "IVF_FLAT":
-            params.add_index(
-                "dense",
-                index_type="IVF_FLAT",
-                metric_type="COSINE",
-                params={"params": {"nlist": self.ivf_nlist}},
-            )
-        elif self.lite:
-            params.add_index("dense", index_type="FLAT", metric_type="COSINE")
-        else:
-            params.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"params": HNSW_PARAMS})
-            params.add_index("kind", index_type="INVERTED")
-            params.add_index("doc_id", index_type="INVERTED")
-        # drop_ratio 0: keep every term, so IP equals the BM25 score exactly.
-        params.add_index(
-            "sparse",
-            index_type="SPARSE_INVERTED_INDEX",
-            metric_type="IP",
-            params={"params": {"drop_ratio_build": 0.0}},
-        )
-        return params
-
     def _create_indexes(self) -> None:
         # pymilvus' wait for a finished build asks the server for a timestamp (AllocTimestamp), an
         # RPC Milvus Lite's server lacks; only the blocking client can skip that wait. Nothing is
         # stored yet, so the indexes are complete as soon as they are declared.
-        self._blocking().create_index(
-            self.collection, self._index_params(), sync=False, timeout=self.timeout_s
-        )
+        params = index_params(self.lite, self.lite_index, self.ivf_nlist)
+        self._blocking().create_index(self.collection, params, sync=False, timeout=self.timeout_s)
 
     async def open(self, model_id: str, dim: int) -> CollectionInfo:
         """Create the collection, or verify the existing one was built by `model_id` at `dim`."""
@@ -303,8 +227,8 @@ class MilvusStore:
                 "create_collection",
                 client.create_collection(
                     self.collection,
-                    schema=self._schema(model_id, dim),
-                    properties=_model_properties(model_id, dim),
+                    schema=chunk_schema(model_id, dim),
+                    properties=model_properties(model_id, dim),
                     # Strong: a chunk acknowledged by an ingest is visible to the next search.
                     consistency_level="Strong",
                 ),
@@ -576,55 +500,3 @@ class MilvusStore:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
-
-
-class HandoverStore(MilvusStore):
-    """A collection that has just become live, still able to answer for the one it replaced.
-
-    A search embeds its query and then searches whatever store the pipeline holds by then. Across a
-    model swap that is the new collection with a vector from the old model: with another dimension
-    Milvus refuses it. Such a vector is answered by the retiring collection instead, which is the
-    answer the search would have had a moment earlier. (With equal dimensions nothing can tell the
-    two models' vectors apart; that search gets dense hits of mixed provenance, once.)
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        collection: str,
-        *,
-        retiring: VectorStore | None = None,
-        **options: Any,
-    ):
-        super().__init__(uri, collection, **options)
-        self.retiring = retiring
-
-    def take_over(self, retiring: VectorStore) -> VectorStore | None:
-        """Answer for `retiring` from now on; returns its own predecessor, which the caller closes.
-
-        A search that embedded its query two swaps ago has long finished, so one generation is kept.
-        """
-        older = retiring.retiring if isinstance(retiring, HandoverStore) else None
-        if isinstance(retiring, HandoverStore):
-            retiring.retiring = None
-        self.retiring = retiring
-        return older
-
-    async def search_dense(
-        self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
-    ) -> list[StoredHit]:
-        """Nearest chunks; a vector of the retiring collection's dimension is answered there."""
-        retiring = self.retiring
-        size = int(np.asarray(vector).shape[-1])
-        if retiring is not None and size != self._dim and size == retiring.dim:
-            return await retiring.search_dense(vector, limit, where)
-        return await super().search_dense(vector, limit, where)
-
-    async def close(self) -> None:
-        """Close this collection's clients and the retiring collection's."""
-        try:
-            await super().close()
-        finally:
-            retiring, self.retiring = self.retiring, None
-            if retiring is not None:
-                await retiring.close()

@@ -7,6 +7,7 @@ properties. Every test runs on both backends unless it is about one of them.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -183,3 +184,14 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
     assert store.dense_search_params(10) == {"metric_type": "COSINE", "params": {"ef": 200}}
     assert store.dense_search_params(300)["params"] == {"ef": 300}
     assert len(await store.search_dense(_vector(1), 300, SearchFilter())) == len(RECORDS)
+
+
+def test_a_server_that_cannot_start_fails_rather_than_skips(tmp_path: Path) -> None:
+    # Its port is taken: the server exits, and the fixture's start fails the test with its log.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        server = MilvusLiteServer(tmp_path / "data", int(taken.getsockname()[1]), tmp_path / "server.log")
+        with pytest.raises(pytest.fail.Exception, match="milvus-lite server exited"):
+            server.start()
+    assert server.proc is not None and server.proc.poll() is not None

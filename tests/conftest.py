@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from eval.server import free_port
 from retrieval.answer import Answer
 from retrieval.encoders.build import BuiltModel, build_model, ensure_model
 from retrieval.encoders.protocol import Encoder
@@ -19,6 +21,7 @@ from retrieval.engine import Engine, open_engine
 from retrieval.service import SearchQuery
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.types import Vectors
+from tests.milvus_server import MilvusLiteServer
 
 SHARED = PROJECT_ROOT.parent / "shared"
 CMRC_DEV = SHARED / "data" / "cmrc2018" / "cmrc2018_dev.json"
@@ -121,3 +124,20 @@ def cmrc_paragraphs() -> list[str]:
         pytest.fail(f"{CMRC_DEV} is missing: the shared data folder must sit beside the project")
     data = json.loads(CMRC_DEV.read_text(encoding="utf-8"))
     return [p["context"] for article in data["data"] for p in article["paragraphs"]]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLiteServer]:
+    """`milvus-lite server` (Milvus protocol over gRPC) on a free loopback port, fresh data folder.
+
+    One per session: tests on it use collection names of their own. A test may stop and start it
+    (same port, same data); it is running again when the test ends. It fails, never skips, the
+    tests that need it when it cannot start.
+    """
+    root = tmp_path_factory.mktemp("milvus-server")
+    server = MilvusLiteServer(root / "data", free_port(), root / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -52,7 +52,7 @@ from retrieval.encoders.protocol import Encoder
 from retrieval.errors import NoPreviousCollection, ReindexError
 from retrieval.knowledge_base import KnowledgeBase, index_text
 from retrieval.settings import Settings
-from retrieval.store.milvus import HandoverStore
+from retrieval.store.handover import HandoverStore
 from retrieval.store.pointer import CollectionPointer, check_collection_name
 from retrieval.store.protocol import VectorStore
 from retrieval.types import ChunkRecord, CollectionInfo, aliases_of

@@ -1,24 +1,22 @@
 """Milvus as the vector store: Milvus Lite (a file) by default, a Milvus server by URI.
 
-The same code serves both. Differences are confined to index choice: Milvus Lite 2.5 offers only
-FLAT/IVF_FLAT for dense vectors (FLAT is exact and, at 100k rows, fast enough: see README
-"Engine choice"), while a server gets HNSW with M=32, efConstruction=200 and ef=200.
+The same code serves both; what differs (the index choice) is in `retrieval.store.layout`, and
+the swap-time `HandoverStore` is in `retrieval.store.handover`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pymilvus import AsyncMilvusClient, DataType, MilvusClient
+from pymilvus import AsyncMilvusClient, MilvusClient
 from pymilvus.client.types import Status
 from pymilvus.exceptions import (
     ConnectError,
@@ -30,18 +28,17 @@ from pymilvus.exceptions import (
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.store.config import StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression
-from retrieval.store.protocol import VectorStore
+from retrieval.store.layout import HNSW_EF, chunk_schema, index_params, model_properties, recorded_model
 from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
 from retrieval.util import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 _HIT_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata"]
 # Milvus caps one query's result window at 16384 rows.
 _QUERY_WINDOW = 16_384
-HNSW_PARAMS = {"M": 32, "efConstruction": 200}
-HNSW_EF = 200
+# Milvus' error code for a search or query on a collection that is not loaded.
+_COLLECTION_NOT_LOADED = 101
 
 
 def _terms(row: dict[str, Any]) -> StoredTerms:
@@ -214,41 +211,12 @@ class MilvusStore:
         return result
 
     # -- collection ------------------------------------------------------------------------
-    def _schema(self, model_id: str, dim: int) -> Any:
-        description = json.dumps({"model_id": model_id, "dim": dim, "schema_version": SCHEMA_VERSION})
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=description
-        )
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=200)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
-        schema.add_field("title", DataType.VARCHAR, max_length=1024)
-        schema.add_field("kind", DataType.VARCHAR, max_length=32)
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
-        schema.add_field("chunk_index", DataType.INT32)
-        schema.add_field("metadata", DataType.JSON)
-        schema.add_field("tf", DataType.JSON)
-        schema.add_field("doc_len", DataType.INT32)
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        return schema
-
-    def _index_params(self) -> Any:
-        params = MilvusClient.prepare_index_params()
-        if self.lite and self.lite_index == "IVF_FLAT":
-            params.add_index(
-                "dense", index_type="IVF_FLAT", metric_type="COSINE", params={"nlist": self.ivf_nlist}
-            )
-        elif self.lite:
-            params.add_index("dense", index_type="FLAT", metric_type="COSINE")
-        else:
-            params.add_index("dense", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
-            params.add_index("kind", index_type="INVERTED")
-            params.add_index("doc_id", index_type="INVERTED")
-        # drop_ratio 0: keep every term, so IP equals the BM25 score exactly.
-        params.add_index(
-            "sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP", params={"drop_ratio_build": 0.0}
-        )
-        return params
+    def _create_indexes(self) -> None:
+        # pymilvus' wait for a finished build asks the server for a timestamp (AllocTimestamp), an
+        # RPC Milvus Lite's server lacks; only the blocking client can skip that wait. Nothing is
+        # stored yet, so the indexes are complete as soon as they are declared.
+        params = index_params(self.lite, self.lite_index, self.ivf_nlist)
+        self._blocking().create_index(self.collection, params, sync=False, timeout=self.timeout_s)
 
     async def open(self, model_id: str, dim: int) -> CollectionInfo:
         """Create the collection, or verify the existing one was built by `model_id` at `dim`."""
@@ -259,12 +227,13 @@ class MilvusStore:
                 "create_collection",
                 client.create_collection(
                     self.collection,
-                    schema=self._schema(model_id, dim),
-                    index_params=self._index_params(),
+                    schema=chunk_schema(model_id, dim),
+                    properties=model_properties(model_id, dim),
                     # Strong: a chunk acknowledged by an ingest is visible to the next search.
                     consistency_level="Strong",
                 ),
             )
+            await self._call("create_index", asyncio.to_thread(self._create_indexes))
             logger.info("created collection %s (model %s, dim %d)", self.collection, model_id, dim)
         else:
             info = await self.describe()
@@ -275,25 +244,42 @@ class MilvusStore:
                     "Re-embed it with `search-api reindex`, point SEARCH_STORE_COLLECTION at a new "
                     "collection, or configure the model it was built with."
                 )
+        await self._load()
+        self._dim = dim
+        return CollectionInfo(self.collection, model_id, dim, await self.count())
+
+    async def _load(self) -> None:
         # Loading builds the dense index in memory: seconds per 100k chunks on Lite, so it gets
         # its own deadline; the per-call one would refuse to open a large collection at all.
         await self._call(
             "load_collection",
-            client.load_collection(self.collection, timeout=self.load_timeout_s),
+            self._async().load_collection(self.collection, timeout=self.load_timeout_s),
             timeout_s=self.load_timeout_s,
         )
-        self._dim = dim
-        return CollectionInfo(self.collection, model_id, dim, await self.count())
+
+    async def _read(
+        self, what: str, call: Callable[[], Awaitable[Any]], *, timeout_s: float | None = None
+    ) -> Any:
+        """`_call` for a search or query, loading the collection again once if it was released.
+
+        A server restarted under a running API may come back with the collection released (Milvus
+        Lite's server always does; Milvus does after someone releases it): load it and retry once.
+        """
+        try:
+            return await self._call(what, call(), timeout_s=timeout_s)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, MilvusException) and cause.code == _COLLECTION_NOT_LOADED):
+                raise
+        logger.warning("collection %s is not loaded (a restarted server?); loading it again", self.collection)
+        await self._load()
+        return await self._call(what, call(), timeout_s=timeout_s)
 
     async def describe(self) -> CollectionInfo:
-        """Model id and dimension recorded in the collection's description."""
+        """Model id and dimension recorded in the collection (see `recorded_model`)."""
         desc = await self._call("describe_collection", self._async().describe_collection(self.collection))
-        try:
-            recorded = json.loads(desc.get("description") or "{}")
-        except ValueError:
-            recorded = {}
         dim = next((int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "dense"), 0)
-        return CollectionInfo(self.collection, str(recorded.get("model_id", "?")), dim, 0)
+        return CollectionInfo(self.collection, recorded_model(desc), dim, 0)
 
     async def drop(self) -> None:
         """Delete the collection and everything in it."""
@@ -334,9 +320,9 @@ class MilvusStore:
         found: list[dict[str, Any]] = []
         for start in range(0, len(doc_ids), 100):
             expr = doc_ids_expression(doc_ids[start : start + 100])
-            rows = await self._call(
+            rows = await self._read(
                 "query",
-                self._async().query(
+                lambda expr=expr: self._async().query(  # type: ignore[misc]
                     self.collection,
                     filter=expr,
                     output_fields=fields,
@@ -356,12 +342,17 @@ class MilvusStore:
         self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
     ) -> list[StoredHit]:
         """Nearest chunks by cosine similarity."""
+        params = self.dense_search_params(limit)
+        return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
+
+    def dense_search_params(self, limit: int) -> dict[str, Any]:
+        """What a dense search of `limit` hits asks of the index (HNSW: ef, at least `limit`)."""
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if not self.lite:
             params["params"] = {"ef": max(HNSW_EF, limit)}
         elif self.lite_index == "IVF_FLAT":
             params["params"] = {"nprobe": self.ivf_nprobe}
-        return await self._search("dense", [np.asarray(vector, dtype=np.float32)], limit, where, params)
+        return params
 
     async def search_sparse(self, vector: SparseVector, limit: int, where: SearchFilter) -> list[StoredHit]:
         """Chunks by inner product with the BM25 query vector; nothing when no query term is known."""
@@ -373,9 +364,9 @@ class MilvusStore:
     async def _search(
         self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]
     ) -> list[StoredHit]:
-        result = await self._call(
+        result = await self._read(
             f"{field} search",
-            self._async().search(
+            lambda: self._async().search(
                 self.collection,
                 data=data,
                 anns_field=field,
@@ -406,9 +397,9 @@ class MilvusStore:
 
     async def count(self) -> int:
         """Number of live chunks (deleted ones excluded)."""
-        rows = await self._call(
+        rows = await self._read(
             "count",
-            self._async().query(
+            lambda: self._async().query(
                 self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout_s
             ),
         )
@@ -509,55 +500,3 @@ class MilvusStore:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
-
-
-class HandoverStore(MilvusStore):
-    """A collection that has just become live, still able to answer for the one it replaced.
-
-    A search embeds its query and then searches whatever store the pipeline holds by then. Across a
-    model swap that is the new collection with a vector from the old model: with another dimension
-    Milvus refuses it. Such a vector is answered by the retiring collection instead, which is the
-    answer the search would have had a moment earlier. (With equal dimensions nothing can tell the
-    two models' vectors apart; that search gets dense hits of mixed provenance, once.)
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        collection: str,
-        *,
-        retiring: VectorStore | None = None,
-        **options: Any,
-    ):
-        super().__init__(uri, collection, **options)
-        self.retiring = retiring
-
-    def take_over(self, retiring: VectorStore) -> VectorStore | None:
-        """Answer for `retiring` from now on; returns its own predecessor, which the caller closes.
-
-        A search that embedded its query two swaps ago has long finished, so one generation is kept.
-        """
-        older = retiring.retiring if isinstance(retiring, HandoverStore) else None
-        if isinstance(retiring, HandoverStore):
-            retiring.retiring = None
-        self.retiring = retiring
-        return older
-
-    async def search_dense(
-        self, vector: npt.NDArray[np.float32], limit: int, where: SearchFilter
-    ) -> list[StoredHit]:
-        """Nearest chunks; a vector of the retiring collection's dimension is answered there."""
-        retiring = self.retiring
-        size = int(np.asarray(vector).shape[-1])
-        if retiring is not None and size != self._dim and size == retiring.dim:
-            return await retiring.search_dense(vector, limit, where)
-        return await super().search_dense(vector, limit, where)
-
-    async def close(self) -> None:
-        """Close this collection's clients and the retiring collection's."""
-        try:
-            await super().close()
-        finally:
-            retiring, self.retiring = self.retiring, None
-            if retiring is not None:
-                await retiring.close()

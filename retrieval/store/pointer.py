@@ -185,12 +185,20 @@ class AliasPointer:
     def _client(self) -> MilvusClient:
         return MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout_s)
 
+    def _exists(self, client: MilvusClient) -> bool:
+        # Listed first: asking Milvus to describe (or alter) an alias that does not exist yet is an
+        # error pymilvus logs with a traceback, on every fresh start, though nothing is wrong.
+        listed = client.list_aliases()  # no collection named: every alias of the database
+        return self.alias in (listed.get("aliases") or [])
+
     def _aliased(self) -> str | None:
         client = self._client()
         try:
+            if not self._exists(client):
+                return None  # nothing was ever swapped on this server
             described = client.describe_alias(self.alias)
         except MilvusException:
-            return None  # no alias yet: nothing was ever swapped on this server
+            return None
         finally:
             client.close()
         return str(described.get("collection_name")) if described else None
@@ -198,9 +206,9 @@ class AliasPointer:
     def _point(self, new: str) -> None:
         client = self._client()
         try:
-            try:
+            if self._exists(client):
                 client.alter_alias(new, self.alias)
-            except MilvusException:
+            else:
                 client.create_alias(new, self.alias)
         except MilvusException as exc:
             raise PointerError(f"could not point alias {self.alias} at {new}: {exc.message}") from exc

@@ -174,6 +174,7 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
         # Milvus Lite 2.5 has no HNSW and no scalar indexes: exact search, filters by scan.
         assert set(indexes) == {"dense", "sparse"} and indexes["dense"]["index_type"] == "FLAT"
         assert store.dense_search_params(10) == {"metric_type": "COSINE"}
+        assert store.dense_index == {"type": "FLAT", "metric": "COSINE", "build": {}, "search": {}}
         return
     dense = indexes["dense"]
     assert (dense["index_type"], dense["metric_type"]) == ("HNSW", "COSINE")
@@ -183,6 +184,12 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
     # ef 200, and never below the number of hits asked for (HNSW cannot return more than ef).
     assert store.dense_search_params(10) == {"metric_type": "COSINE", "params": {"ef": 200}}
     assert store.dense_search_params(300)["params"] == {"ef": 300}
+    assert store.dense_index == {
+        "type": "HNSW",
+        "metric": "COSINE",
+        "build": {"M": 32, "efConstruction": 200},
+        "search": {"ef": 200},
+    }
     assert len(await store.search_dense(_vector(1), 300, SearchFilter())) == len(RECORDS)
 
 

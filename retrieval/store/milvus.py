@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -335,7 +336,8 @@ class MilvusStore:
             expr = doc_ids_expression(doc_ids[start : start + 100])
             rows = await self._read(
                 "query",
-                lambda expr=expr: self._async().query(  # type: ignore[misc]
+                functools.partial(
+                    self._async().query,
                     self.collection,
                     filter=expr,
                     output_fields=fields,

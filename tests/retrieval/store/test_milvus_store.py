@@ -202,3 +202,19 @@ def test_a_server_that_cannot_start_fails_rather_than_skips(tmp_path: Path) -> N
         with pytest.raises(pytest.fail.Exception, match="milvus-lite server exited"):
             server.start()
     assert server.proc is not None and server.proc.poll() is not None
+
+
+async def test_a_released_collection_is_loaded_again_by_the_next_search(
+    stores: StoreFactory, name: str, backend: str
+) -> None:
+    # What a restarted server can come back with (Milvus Lite's server always does).
+    store = stores(name)
+    await store.open("model-a", DIM)
+    await store.upsert(RECORDS)
+    client = MilvusClient(uri=backend)
+    try:
+        client.release_collection(name)
+    finally:
+        client.close()
+    assert (await store.search_dense(_vector(3), 1, SearchFilter()))[0].id == "item-1#0"
+    assert await store.count() == len(RECORDS)

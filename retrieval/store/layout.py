@@ -89,3 +89,35 @@ def index_params(lite: bool, lite_index: str = "FLAT", ivf_nlist: int = 1024) ->
         params={"params": {"drop_ratio_build": 0.0}},
     )
     return params
+
+
+# What `describe_index` answers besides the build parameters.
+_INDEX_BOOKKEEPING = {
+    "index_type",
+    "metric_type",
+    "field_name",
+    "index_name",
+    "total_rows",
+    "indexed_rows",
+    "pending_index_rows",
+    "state",
+    "dim",
+    "params",
+}
+
+
+def index_summary(described: dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
+    """The dense index as `describe_index` reports it, and what a search asks of it.
+
+    Build parameters arrive nested under `params` (Milvus Lite's server) or flat as strings
+    (embedded Lite, Milvus); both become one dict.
+    """
+    nested = described.get("params")
+    build = dict(nested) if isinstance(nested, dict) else {}
+    build.update({k: v for k, v in described.items() if k not in _INDEX_BOOKKEEPING})
+    return {
+        "type": str(described.get("index_type", "?")),
+        "metric": str(described.get("metric_type", "?")),
+        "build": build,
+        "search": dict(search.get("params") or {}),
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -28,7 +29,14 @@ from pymilvus.exceptions import (
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.store.config import StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression
-from retrieval.store.layout import HNSW_EF, chunk_schema, index_params, model_properties, recorded_model
+from retrieval.store.layout import (
+    HNSW_EF,
+    chunk_schema,
+    index_params,
+    index_summary,
+    model_properties,
+    recorded_model,
+)
 from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
 from retrieval.util import CircuitBreaker
 
@@ -159,6 +167,8 @@ class MilvusStore:
         self._client: AsyncMilvusClient | None = None
         self._sync: MilvusClient | None = None
         self._dim = 0
+        self.dense_index: dict[str, Any] = {}
+        """The dense index in use (type, metric, build and search parameters), once `open`ed."""
 
     @property
     def dim(self) -> int:
@@ -246,6 +256,10 @@ class MilvusStore:
                 )
         await self._load()
         self._dim = dim
+        described = await self._call(
+            "describe_index", self._async().describe_index(self.collection, "dense", timeout=self.timeout_s)
+        )
+        self.dense_index = index_summary(described or {}, self.dense_search_params(10))
         return CollectionInfo(self.collection, model_id, dim, await self.count())
 
     async def _load(self) -> None:
@@ -322,7 +336,8 @@ class MilvusStore:
             expr = doc_ids_expression(doc_ids[start : start + 100])
             rows = await self._read(
                 "query",
-                lambda expr=expr: self._async().query(  # type: ignore[misc]
+                functools.partial(
+                    self._async().query,
                     self.collection,
                     filter=expr,
                     output_fields=fields,

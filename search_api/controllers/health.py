@@ -49,6 +49,9 @@ class HealthController(Controller):
             "chunks": kb.stats.n_docs,
             "kb_version": kb.kb_version,
         }
+        index = getattr(kb.store, "dense_index", None)
+        if index:  # what dense search runs on: FLAT (exact), IVF_FLAT or HNSW, with its parameters
+            store["index"] = index
         breaker = getattr(kb.store, "breaker", None)
         if breaker is not None:  # open while Milvus is unreachable: searches get 503 at once
             store["circuit"] = breaker.state.value

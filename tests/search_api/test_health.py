@@ -24,6 +24,8 @@ async def test_health_ready_and_schema(client: AsyncTestClient) -> None:  # type
         and body["encoder"]["model_id"] == "test-hashing"
         and body["store"]["chunks"] == 3
     )
+    # Milvus Lite's default: exact search.
+    assert body["store"]["index"] == {"type": "FLAT", "metric": "COSINE", "build": {}, "search": {}}
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/v1/search" in schema["paths"] and "/v1/documents" in schema["paths"]
 

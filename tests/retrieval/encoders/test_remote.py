@@ -139,6 +139,26 @@ async def test_query_prefix_is_sent_with_queries_only(
     assert [r.inputs for r in server.embed_requests] == [["Query: 萧炎"], ["萧炎"]]
 
 
+async def test_input_type_field_carries_query_or_passage_and_no_prefix(
+    server: EmbeddingServer, make_encoder: EncoderFactory
+) -> None:
+    encoder = make_encoder("openai", input_type_field="input_type", passage_input_type="document")
+    assert await encoder.ready()  # the dimension probe is a query
+    await encoder.encode_queries(["萧炎"])
+    await encoder.encode_passages(["萧炎", "药老"])
+    sent = [(r.body["input"], r.body["input_type"]) for r in server.embed_requests]
+    assert sent == [(["维度"], "query"), (["萧炎"], "query"), (["萧炎", "药老"], "document")]
+
+
+async def test_no_input_type_field_unless_configured(
+    server: EmbeddingServer, make_encoder: EncoderFactory
+) -> None:
+    encoder = make_encoder("openai")
+    await encoder.encode_queries(["萧炎"])
+    await encoder.encode_passages(["萧炎"])
+    assert [sorted(r.body) for r in server.embed_requests] == [["encoding_format", "input", "model"]] * 2
+
+
 # -- batching and concurrency ---------------------------------------------------------------------
 
 

@@ -122,9 +122,68 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, ("", "query", "passage")),
+        ({"EMBEDDING_API_INPUT_TYPE": "none"}, ("", "query", "passage")),
+        ({"EMBEDDING_API_INPUT_TYPE": "input_type"}, ("input_type", "query", "passage")),
+        (
+            {"EMBEDDING_API_INPUT_TYPE": "input_type", "EMBEDDING_API_PASSAGE_TYPE": "document"},
+            ("input_type", "query", "document"),
+        ),
+        (
+            {
+                "EMBEDDING_API_INPUT_TYPE": "task",
+                "EMBEDDING_API_QUERY_TYPE": "retrieval.query",
+                "EMBEDDING_API_PASSAGE_TYPE": "retrieval.passage",
+            },
+            ("task", "retrieval.query", "retrieval.passage"),
+        ),
+    ],
+)
+def test_input_type_variables(environ: dict[str, str], expected: tuple[str, str, str]) -> None:
+    config = remote_config_from_env({"EMBEDDING_PROVIDER": "openai", **environ})
+    assert config is not None
+    assert (config.input_type_field, config.query_input_type, config.passage_input_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("provider", "environ", "name"),
+    [
+        # Ollama's /api/embed has no field for it.
+        ("ollama", {"EMBEDDING_API_INPUT_TYPE": "input_type"}, "EMBEDDING_API_INPUT_TYPE"),
+        ("openai", {"EMBEDDING_API_INPUT_TYPE": "model"}, "EMBEDDING_API_INPUT_TYPE"),
+        ("openai", {"EMBEDDING_API_INPUT_TYPE": "input type"}, "EMBEDDING_API_INPUT_TYPE"),
+        (
+            "openai",
+            {"EMBEDDING_API_INPUT_TYPE": "input_type", "EMBEDDING_API_PASSAGE_TYPE": "query"},
+            "EMBEDDING_API_INPUT_TYPE",
+        ),
+        ("openai", {"EMBEDDING_API_QUERY_TYPE": "query"}, "EMBEDDING_API_QUERY_TYPE"),
+        ("openai", {"EMBEDDING_API_PASSAGE_TYPE": "document"}, "EMBEDDING_API_PASSAGE_TYPE"),
+    ],
+)
+def test_bad_input_type_variables_name_the_variable(
+    provider: str, environ: dict[str, str], name: str
+) -> None:
+    with pytest.raises(ValueError, match=name):
+        remote_config_from_env({"EMBEDDING_PROVIDER": provider, **environ})
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"provider": "cohere"}, "provider"),
+        ({"input_type_field": "input_type"}, "ollama takes no input type"),
+        ({"provider": "openai", "input_type_field": "encoding_format"}, "input_type_field"),
+        (
+            {"provider": "openai", "input_type_field": "input_type", "query_input_type": " "},
+            "query_input_type",
+        ),
+        (
+            {"provider": "openai", "input_type_field": "input_type", "query_prefix": "query: "},
+            "not both",
+        ),
         ({"base_url": "127.0.0.1:11434"}, "base_url"),
         ({"base_url": "http://h:1/?key=x"}, "query"),
         ({"base_url": "http://u:p@h:1", "api_key": "k"}, "not both"),

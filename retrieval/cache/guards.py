@@ -6,7 +6,8 @@ cache can do. Every guard is an equality test on a set extracted from the query,
 err towards refusing: a refusal costs one search, a wrong hit costs the user's trust.
 
 - entities: the lexicon entities (names, places, techniques) the caller found in each query.
-- negation: which words of `NEGATION_WORDS` occur, compared per word (so '不' vs '不是' differs).
+- negation: which words of `NEGATION_WORDS` occur, compared per word (so '不' vs '不是' differs)
+  and by count (so '不不是' differs from '不是').
 - numbers: digit runs and Chinese numerals, compared by value ('第3章' equals '第三章').
 - roles: who does what to whom. The order in which two or more entities are mentioned
   ('沈青崖打败了顾长安' / '顾长安打败了沈青崖' share every word and nearly every vector
@@ -209,7 +210,10 @@ def _mask(text: str, words: Set[str] | tuple[str, ...]) -> str:
 def negations_in(text: str) -> frozenset[str]:
     """Which negation/contrast words occur in a normalised, entity-masked query."""
     masked = _mask(text, NON_NEGATING_COMPOUNDS)
-    found = {word for word in NEGATION_WORDS if word in masked}
+    # Counted, so a doubled negation ('不不是', 'not not') differs from a single one.
+    found = {
+        word if (n := masked.count(word)) == 1 else f"{word}*{n}" for word in NEGATION_WORDS if word in masked
+    }
     found.update(w for w in _LATIN_WORD.findall(masked) if w in ENGLISH_NEGATION_WORDS or w.endswith("n't"))
     return frozenset(found)
 

@@ -171,3 +171,9 @@ def test_roles_guard_ignores_order_with_a_single_entity_and_words_that_only_look
 
     assert sig("沈青崖的师父是谁") == sig("谁是沈青崖的师父")
     assert guard_rejection(sig("沈青崖使用什么剑"), sig("沈青崖用什么剑")) is None  # 使用 is 'use'
+
+
+@pytest.mark.unit
+def test_a_doubled_negation_is_not_the_single_one(tokenizer: JiebaTokenizer) -> None:
+    one, doubled = guard_signature("沈青崖不是剑客", set()), guard_signature("沈青崖不不是剑客", set())
+    assert guard_rejection(one, doubled) == "negation"

@@ -142,7 +142,7 @@ class SearchService:
             t0 = time.perf_counter()
 
             async def evidence(depth: int) -> Evidence:
-                return await self._sparse_evidence(query, text, depth)
+                return await self.sparse_evidence(query, text, depth)
 
             lookup = await cache.get_semantic(key, vector, entities, evidence=evidence)
             if (hit := self._served(lookup, "semantic", t0, started, asked)) is not None:
@@ -225,7 +225,7 @@ class SearchService:
             return None
 
     # -- the cache ---------------------------------------------------------------------------
-    async def _sparse_evidence(self, query: SearchQuery, text: str, depth: int) -> Evidence:
+    async def sparse_evidence(self, query: SearchQuery, text: str, depth: int) -> Evidence:
         """The query's BM25 top `depth` document ids: what a verified semantic hit is checked with."""
         terms = self.kb.sparse.tokenizer.tokenize(text)
         if not terms:

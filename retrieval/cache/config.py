@@ -21,11 +21,11 @@ class CacheConfig:
     semantic_threshold: float = 0.995
     """Cosine between query vectors from which a semantic hit is served on the vectors alone
     (guards apply on top)."""
-    verify_threshold: float = 0.995
+    verify_threshold: float = 0.94
     """Lower cosine from which a guard-passing candidate is served if the query's own sparse
     top-k overlaps the candidate's answer (`verify_min_overlap`); at or above `semantic_threshold`,
     no candidate is verified."""
-    verify_min_overlap: float = 0.5
+    verify_min_overlap: float = 0.9
     """Share of the query's sparse top `verify_depth` documents that must be among the cached
     answer's top `verify_depth` documents."""
     verify_depth: int = 10

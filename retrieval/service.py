@@ -1,6 +1,7 @@
 """The served query path, in process: what `/v1/search`, `search-eval` and the benchmarks all run.
 
-    exact cache -> encode once -> semantic cache -> route -> retrieve -> fuse -> page -> store
+    exact cache -> canonical cache -> encode once -> semantic cache -> route -> retrieve -> fuse
+    -> page -> store
 
 The query vector is computed once and serves the semantic cache, the router and dense retrieval.
 An encoder failure degrades a hybrid search to BM25 alone (`degraded`), here and nowhere else.
@@ -14,15 +15,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from retrieval.answer import ANSWER_SCHEMA, Answer, build_hits, decode_answer, encode_answer
-from retrieval.cache.protocol import Cache, CacheKey, CacheLookup, Tier, filters_key, normalise_query
+from retrieval.cache.canonical import canonical_form
+from retrieval.cache.protocol import (
+    Cache,
+    CacheKey,
+    CacheLookup,
+    Evidence,
+    Tier,
+    filters_key,
+    normalise_query,
+)
 from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
 from retrieval.fusion import WeightedRRF
 from retrieval.knowledge_base import KnowledgeBase
 from retrieval.routing.router import ROUTE_OFF, Route, Router
+from retrieval.text import to_simplified
 from retrieval.types import FusedHit, SearchFilter, SearchMode, Vectors
 
 logger = logging.getLogger(__name__)
@@ -93,7 +104,9 @@ class SearchService:
 
         The engine searches the query in the exact tier's normal form (width, case, spacing and
         trailing punctuation folded), so two requests that share an exact-tier entry would also
-        get the same answer uncached: an exact hit is right by construction.
+        get the same answer uncached: an exact hit is right by construction. A canonical or
+        semantic hit serves another wording's answer; `search-eval bench cache_http` measures how
+        often that answer is worse than the query's own.
         """
         started = time.perf_counter()
         asked, text = query.text, normalise_query(query.text) or query.text
@@ -107,6 +120,15 @@ class SearchService:
             if (hit := self._served(lookup, "exact", t0, started, asked)) is not None:
                 return hit
 
+        # Simplified, so a traditional-script query names the lexicon's entities too.
+        entities = self.kb.sparse.tokenizer.entities(to_simplified(text))
+        if cache is not None:
+            t0 = time.perf_counter()
+            key = replace(key, canonical=canonical_form(text, entities, self.kb.sparse.tokenizer.words))
+            lookup = await cache.get_canonical(key)
+            if (hit := self._served(lookup, "canonical", t0, started, asked)) is not None:
+                return hit
+
         mode = query.mode
         vector: Vectors | None = None
         timings: dict[str, float] = {}
@@ -116,10 +138,13 @@ class SearchService:
             timings["encode_ms"] = (time.perf_counter() - t0) * 1000
         degraded = mode is not SearchMode.SPARSE and vector is None
 
-        entities = self.kb.sparse.tokenizer.entities(text)
         if cache is not None and vector is not None:
             t0 = time.perf_counter()
-            lookup = await cache.get_semantic(key, vector, entities)
+
+            async def evidence(depth: int) -> Evidence:
+                return await self.sparse_evidence(query, text, depth)
+
+            lookup = await cache.get_semantic(key, vector, entities, evidence=evidence)
             if (hit := self._served(lookup, "semantic", t0, started, asked)) is not None:
                 return hit
 
@@ -130,7 +155,8 @@ class SearchService:
             self.observer.answered("degraded" if answer.degraded else "computed", timings)
         # A degraded answer (no dense half) must not be served later as if it were whole.
         if cache is not None and not answer.degraded and lookup is not None:
-            self._remember(cache, key, vector, entities, payload, took, lookup.kb_version)
+            top_docs = [hit.doc_id for hit in answer.hits]
+            self._remember(cache, key, vector, entities, payload, took, lookup.kb_version, top_docs)
         rounded = {k: round(v, 3) for k, v in timings.items()}
         return SearchResult(payload, asked, None, took, rounded, computed=answer)
 
@@ -199,6 +225,16 @@ class SearchService:
             return None
 
     # -- the cache ---------------------------------------------------------------------------
+    async def sparse_evidence(self, query: SearchQuery, text: str, depth: int) -> Evidence:
+        """The query's BM25 top `depth` document ids: what a verified semantic hit is checked with."""
+        terms = self.kb.sparse.tokenizer.tokenize(text)
+        if not terms:
+            return []
+        retrieved = await self.kb.retrieve(
+            terms, None, mode=SearchMode.SPARSE, depth=depth, where=query.where
+        )
+        return [hit.doc_id for hit in retrieved.ranked.get("sparse", [])]
+
     def _key(self, query: SearchQuery, text: str) -> CacheKey:
         fuser = self.fuser
         config = "|".join(
@@ -244,9 +280,12 @@ class SearchService:
         payload: bytes,
         cost_ms: float,
         kb_version: int,
+        evidence: Evidence,
     ) -> None:
         # Stored off the request path: the caller does not wait for Redis.
-        task = asyncio.create_task(cache.put(key, vector, entities, payload, cost_ms, kb_version=kb_version))
+        task = asyncio.create_task(
+            cache.put(key, vector, entities, payload, cost_ms, kb_version=kb_version, evidence=evidence)
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -39,7 +39,7 @@ class CacheInfo(Body):
     """Whether the answer came from the cache, and from which tier."""
 
     hit: bool = False
-    tier: Literal["exact", "semantic"] | None = None
+    tier: Literal["exact", "canonical", "semantic"] | None = None
 
 
 class SearchResponse(Answer, kw_only=True):

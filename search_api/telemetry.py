@@ -121,7 +121,7 @@ class ServiceMetrics:
         )
         self.searches = Counter(
             "search_requests",
-            "Searches answered, by how: exact or semantic cache hit, computed, or degraded (BM25 only)",
+            "Searches answered, by how: a cache hit (exact, canonical, semantic), computed, or degraded",
             ["answer"],
             registry=registry,
         )

@@ -1,29 +1,36 @@
-"""Semantic cache over HTTP: hit rate, wrong-hit rate, and latency of hits and misses.
+"""Query cache over HTTP: what each tier serves, how often a served answer is wrong or harmful, latency.
 
-    uv run search-eval bench cache_http --stream 1200 --thresholds 0.90,0.93,0.95,0.97 --redis
+    uv run search-eval bench cache_http --stream 2000 --seed 1 --redis \\
+        --verify-thresholds 0.85,0.9 --overlaps 0.5,0.7
 
-A stream of fixture-based queries is replayed, one request at a time, against `search-api serve`
-(real model, fixtures, the cache in the real Redis when `--redis`, else in-process). The stream
-mixes exact repeats, surface variants (spacing, punctuation), paraphrases (question reworded,
-polite prefixes) and near-misses (another entity of the same kind, a negation, another number),
-drawn with a Zipf-like popularity so some queries recur often.
+A stream of judged fixture queries and their variants (`eval.bench.cache_stream`) is replayed, one
+request at a time, against `search-api serve` (real model, fixtures, the cache in the real Redis
+when `--redis`, else in-process). Each configuration (trusted threshold, verified-band threshold,
+evidence overlap, canonical tier on or off) gets a fresh server and an empty cache.
 
-A hit is *wrong* when its top-10 documents differ from what the same query returns with the cache
-bypassed (`"cache": false`, measured right after, untimed). Each threshold gets a fresh server and
-an empty cache, so runs do not share entries.
+Two wrong-hit measures, both against the same query sent right after with `"cache": false`
+(untimed):
+
+- *strict*: the served top 10 differs in any position from the uncached top 10.
+- *harmful* (judged items only; every item but a near-miss words a judged query): the served
+  answer's nDCG@10 against that query's judgements is more than 0.05 below the uncached
+  answer's, or the served first hit is not relevant while the uncached first hit is.
+
+A near-miss is unique in the stream and never a judged wording, so any hit on one is another
+question's answer ("near-misses served"). Misses are reported as misses, per kind and family.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import math
 import os
-import random
-import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,150 +38,136 @@ from typing import Any
 import httpx
 import numpy as np
 
+from eval.bench.cache_stream import StreamItem, build_stream, read_judgements
 from eval.bench.stats import percentile
 from eval.server import running_server
-from retrieval.documents import read_jsonl
 from retrieval.settings import PROJECT_ROOT
 
-QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
-KB = PROJECT_ROOT / "fixtures" / "kb.jsonl"
-_NUMBERS = re.compile(r"[0-9一二三四五六七八九十百千]+")
+HARM_MARGIN = 0.05
+TOP = 10
 
 
 @dataclass(frozen=True)
-class StreamItem:
-    """One query of the replay and how it was made."""
+class CacheSetup:
+    """One configuration of the replay: the cache settings the server starts with."""
 
-    text: str
-    kind: str  # original | repeat | surface | paraphrase | near_entity | near_negation | near_number
+    trusted: float
+    verify: float
+    overlap: float
+    canonical: bool
 
+    @property
+    def name(self) -> str:
+        band = f"verify {self.verify}/{self.overlap}" if self.verify < self.trusted else "no band"
+        return f"trusted {self.trusted}, {band}, canonical {'on' if self.canonical else 'off'}"
 
-def _paraphrase(text: str, rng: random.Random) -> str:
-    core = text.rstrip("？?。！! ")
-    rules = [
-        lambda t: "请问" + t,
-        lambda t: "我想知道" + t,
-        lambda t: t + "呢",
-        lambda t: "谁是" + t[:-2] if t.endswith("是谁") else "请问一下，" + t,
-        lambda t: t.replace("在哪里", "在什么地方") if "在哪里" in t else "麻烦告诉我" + t,
-        lambda t: t.replace("是什么", "指的是什么") if "是什么" in t else t + "？",
-    ]
-    return str(rng.choice(rules)(core))
-
-
-def _near_misses(text: str, names: list[str], rng: random.Random) -> list[StreamItem]:
-    found = [n for n in names if n in text]
-    items = []
-    if found:
-        name = max(found, key=len)
-        # Prefer a name that differs by one character: the case novels make hard.
-        close = [
-            n
-            for n in names
-            if len(n) == len(name) and n != name and sum(a != b for a, b in zip(n, name, strict=True)) == 1
-        ]
-        other = rng.choice(close or [n for n in names if n != name])
-        items.append(StreamItem(text.replace(name, other, 1), "near_entity"))
-    if "是" in text:
-        items.append(StreamItem(text.replace("是", "不是", 1), "near_negation"))
-    elif "会" in text:
-        items.append(StreamItem(text.replace("会", "不会", 1), "near_negation"))
-    if (m := _NUMBERS.search(text)) is not None:
-        replacement = "七" if m.group() != "七" else "九"
-        items.append(StreamItem(text[: m.start()] + replacement + text[m.end() :], "near_number"))
-    return items
+    def env(self) -> dict[str, str]:
+        return {
+            "SEARCH_CACHE_SEMANTIC_THRESHOLD": str(self.trusted),
+            "SEARCH_CACHE_VERIFY_THRESHOLD": str(self.verify),
+            "SEARCH_CACHE_VERIFY_MIN_OVERLAP": str(self.overlap),
+            "SEARCH_CACHE_CANONICAL": "true" if self.canonical else "false",
+        }
 
 
-def build_stream(n: int, seed: int = 5) -> list[StreamItem]:
-    """`n` queries: originals, repeats, surface variants, paraphrases, near-misses."""
-    rng = random.Random(seed)
-    base = [
-        json.loads(line)["text"] for line in QUERIES.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    names = sorted({x for d in read_jsonl(KB) for x in (d.title, *d.aliases) if len(x) >= 2 and " " not in x})
-    weights = [1 / (rank + 1) ** 0.8 for rank in range(len(base))]
-    rng.shuffle(base)
-    stream: list[StreamItem] = []
-    seen: set[str] = set()
-    while len(stream) < n:
-        text = rng.choices(base, weights=weights, k=1)[0]
-        if text not in seen:
-            seen.add(text)
-            stream.append(StreamItem(text, "original"))
-            continue
-        roll = rng.random()
-        if roll < 0.35:
-            stream.append(StreamItem(text, "repeat"))
-        elif roll < 0.5:
-            stream.append(StreamItem(" " + text.rstrip("？?") + " ？", "surface"))
-        elif roll < 0.75:
-            stream.append(StreamItem(_paraphrase(text, rng), "paraphrase"))
-        else:
-            misses = _near_misses(text, names, rng)
-            stream.append(rng.choice(misses) if misses else StreamItem(text, "repeat"))
-    return stream[:n]
+def ndcg_at(docs: Sequence[str], judgements: Mapping[str, int], k: int = TOP) -> float:
+    """nDCG@k with linear gains (the grade), first hit per document counted, others skipped."""
+    ranked = list(dict.fromkeys(docs))[:k]
+    dcg = sum(judgements.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked))
+    ideal = sorted(judgements.values(), reverse=True)[:k]
+    idcg = sum(grade / math.log2(rank + 2) for rank, grade in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def is_harmful(served: Sequence[str], uncached: Sequence[str], judgements: Mapping[str, int]) -> bool:
+    """Whether serving `served` instead of `uncached` hurts the query with these judgements."""
+    if ndcg_at(served, judgements) < ndcg_at(uncached, judgements) - HARM_MARGIN:
+        return True
+    first_relevant = bool(served) and judgements.get(served[0], 0) > 0
+    uncached_first_relevant = bool(uncached) and judgements.get(uncached[0], 0) > 0
+    return uncached_first_relevant and not first_relevant
 
 
 def _pct(values: list[float], q: float) -> float | None:
     return round(percentile(values, q), 2) if values else None
 
 
+def _latency(values: list[float]) -> dict[str, Any]:
+    return {"p50": _pct(values, 50), "p95": _pct(values, 95), "n": len(values)}
+
+
 async def replay(
-    data_dir: Path, stream: list[StreamItem], threshold: float, redis_url: str
+    data_dir: Path, stream: list[StreamItem], setup: CacheSetup, redis_url: str
 ) -> dict[str, Any]:
-    """One server, one threshold, the whole stream."""
+    """One server, one configuration, the whole stream."""
+    judgements = read_judgements()
     prefix = f"bench:cache:{uuid.uuid4().hex[:8]}:"
-    env = {
-        "SEARCH_CACHE_SEMANTIC_THRESHOLD": str(threshold),
-        "SEARCH_CACHE_KEY_PREFIX": prefix,
-        "REDIS_URL": redis_url,
-    }
-    latency: dict[str, list[float]] = {"hit": [], "miss": []}
-    by_kind: dict[str, dict[str, int]] = {}
-    wrong: list[dict[str, Any]] = []
-    tiers = {"exact": 0, "semantic": 0}
+    env = {**setup.env(), "SEARCH_CACHE_KEY_PREFIX": prefix, "REDIS_URL": redis_url}
+    latency: dict[str, list[float]] = {"hit": [], "miss": [], "exact": [], "canonical": [], "semantic": []}
+    by_kind: dict[str, dict[str, Any]] = {}
+    by_family: dict[str, dict[str, Any]] = {}
+    examples: dict[str, list[dict[str, Any]]] = {"harmful": [], "strict": [], "near_miss_served": []}
     async with (
         running_server(data_dir, env) as url,
         httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as client,
     ):
         for item in stream:
             t0 = time.perf_counter()
-            response = await client.post("/v1/search", json={"query": item.text, "top_k": 10})
+            response = await client.post("/v1/search", json={"query": item.text, "top_k": TOP})
             elapsed = (time.perf_counter() - t0) * 1000
             body = response.json()
-            hit = bool(body["cache"]["hit"])
-            latency["hit" if hit else "miss"].append(elapsed)
-            stats = by_kind.setdefault(item.kind, {"n": 0, "hits": 0, "wrong": 0})
-            stats["n"] += 1
-            if hit:
-                stats["hits"] += 1
-                tiers[body["cache"]["tier"]] += 1
-                uncached = {"query": item.text, "top_k": 10, "cache": False}
-                fresh = (await client.post("/v1/search", json=uncached)).json()
-                if [h["doc_id"] for h in fresh["hits"]] != [h["doc_id"] for h in body["hits"]]:
-                    stats["wrong"] += 1
-                    wrong.append({"query": item.text, "kind": item.kind, "tier": body["cache"]["tier"]})
-            await asyncio.sleep(0.002)  # let the off-path cache write land, as between real requests
-    hits = sum(s["hits"] for s in by_kind.values())
+            tier = body["cache"]["tier"] if body["cache"]["hit"] else None
+            latency["hit" if tier else "miss"].append(elapsed)
+            groups = [
+                by_kind.setdefault(item.kind, {}),
+                by_family.setdefault(f"{item.kind}/{item.family}", {}),
+            ]
+            for stats in groups:
+                stats["n"] = stats.get("n", 0) + 1
+            if tier is None:
+                await asyncio.sleep(0.002)  # let the off-path cache write land, as between real requests
+                continue
+            latency[tier].append(elapsed)
+            served = [h["doc_id"] for h in body["hits"]]
+            uncached_body = (
+                await client.post("/v1/search", json={"query": item.text, "top_k": TOP, "cache": False})
+            ).json()
+            uncached = [h["doc_id"] for h in uncached_body["hits"]]
+            strict = served != uncached
+            harmful = item.qid is not None and is_harmful(served, uncached, judgements.get(item.qid, {}))
+            for stats in groups:
+                stats["hits"] = stats.get("hits", 0) + 1
+                stats[tier] = stats.get(tier, 0) + 1
+                stats["strict_wrong"] = stats.get("strict_wrong", 0) + strict
+                stats["harmful"] = stats.get("harmful", 0) + harmful
+            record = {"query": item.text, "kind": item.kind, "family": item.family, "tier": tier}
+            if item.qid is None:
+                examples["near_miss_served"].append(record)
+            if harmful:
+                examples["harmful"].append(record)
+            if strict:
+                examples["strict"].append(record)
+    hits = len(latency["hit"])
+    judged_hits = sum(s.get("hits", 0) for k, s in by_kind.items() if not k.startswith("near_"))
     return {
-        "threshold": threshold,
+        "setup": setup.name,
+        "settings": setup.env(),
         "queries": len(stream),
         "hit_rate": round(hits / len(stream), 4),
-        "tiers": tiers,
-        "wrong_hits": len(wrong),
-        "wrong_hit_rate": round(len(wrong) / max(hits, 1), 4),
-        "hit_ms": {
-            "p50": _pct(latency["hit"], 50),
-            "p95": _pct(latency["hit"], 95),
-            "n": len(latency["hit"]),
+        "tiers": {t: len(latency[t]) for t in ("exact", "canonical", "semantic")},
+        "strict_wrong_rate": round(len(examples["strict"]) / max(hits, 1), 4),
+        "harmful_rate": round(len(examples["harmful"]) / max(judged_hits, 1), 4),
+        "harmful": len(examples["harmful"]),
+        "near_misses_served": len(examples["near_miss_served"]),
+        "served_share": {
+            kind: round(by_kind.get(kind, {}).get("hits", 0) / by_kind[kind]["n"], 4)
+            for kind in ("repeat", "surface", "paraphrase")
+            if kind in by_kind
         },
-        "miss_ms": {
-            "p50": _pct(latency["miss"], 50),
-            "p95": _pct(latency["miss"], 95),
-            "n": len(latency["miss"]),
-        },
+        "latency_ms": {name: _latency(values) for name, values in latency.items()},
         "by_kind": by_kind,
-        "wrong_examples": wrong[:10],
+        "by_family": by_family,
+        "examples": {name: rows[:15] for name, rows in examples.items()},
     }
 
 
@@ -188,54 +181,72 @@ def _median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(runs),
         "hit_rate": median([r["hit_rate"] for r in runs]),
-        "wrong_hit_rate": median([r["wrong_hit_rate"] for r in runs]),
+        "harmful_rate": median([r["harmful_rate"] for r in runs]),
+        "strict_wrong_rate": median([r["strict_wrong_rate"] for r in runs]),
         **{
-            f"{side}_{q}": median([r[f"{side}_ms"][q] for r in runs])
-            for side in ("hit", "miss")
+            f"{side}_{q}": median([r["latency_ms"][side][q] for r in runs])
+            for side in ("hit", "miss", "exact", "canonical", "semantic")
             for q in ("p50", "p95")
         },
-        "hit_p95_each_run": [r["hit_ms"]["p95"] for r in runs],
+        "hit_p95_each_run": [r["latency_ms"]["hit"]["p95"] for r in runs],
     }
 
 
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Replay the stream once per threshold and print the table."""
+    """Replay the stream once per configuration (times `--runs`) and print one JSON line each."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stream", type=int, default=1200)
-    parser.add_argument("--thresholds", default="0.90,0.93,0.95,0.97")
+    parser.add_argument("--stream", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1, help="stream seed (tune on one, report on another)")
+    parser.add_argument("--thresholds", default="0.995", help="trusted semantic thresholds (no evidence)")
+    parser.add_argument(
+        "--verify-thresholds", default="", help="verified-band thresholds ('' or >= trusted: no band)"
+    )
+    parser.add_argument("--overlaps", default="0.5", help="evidence overlaps the band asks for")
+    parser.add_argument("--canonical", choices=("on", "off", "both"), default="on")
     parser.add_argument(
         "--redis", action="store_true", help="use the Redis at REDIS_URL (default 127.0.0.1:6379)"
     )
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data" / "bench-cache")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
-        "--runs", type=int, default=1, help="replays per threshold (fresh server each); medians reported"
-    )
+    parser.add_argument("--runs", type=int, default=1, help="replays per configuration (fresh server each)")
     args = parser.parse_args(argv)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0") if args.redis else ""
-    stream = build_stream(args.stream)
+    stream = build_stream(args.stream, seed=args.seed)
     kinds: dict[str, int] = {}
     for item in stream:
         kinds[item.kind] = kinds.get(item.kind, 0) + 1
-    print(f"stream: {len(stream)} queries {kinds}", flush=True)
+    print(f"stream: {len(stream)} queries, seed {args.seed}: {kinds}", flush=True)
+    canonical = {"on": [True], "off": [False], "both": [False, True]}[args.canonical]
+    setups: list[CacheSetup] = []
+    for trusted, use_canonical in itertools.product(_floats(args.thresholds), canonical):
+        bands = [v for v in _floats(args.verify_thresholds) if v < trusted]
+        setups.extend(
+            CacheSetup(trusted, verify, overlap, use_canonical)
+            for verify, overlap in itertools.product(bands, _floats(args.overlaps))
+        )
+        if not bands:
+            setups.append(CacheSetup(trusted, trusted, 0.5, use_canonical))
     results = []
-    for threshold in (float(t) for t in args.thresholds.split(",")):
+    for setup in setups:
         runs = []
         for _ in range(args.runs):
-            result = asyncio.run(replay(args.data_dir, stream, threshold, redis_url))
+            result = asyncio.run(replay(args.data_dir, stream, setup, redis_url))
             runs.append(result)
-            print(
-                json.dumps({k: v for k, v in result.items() if k != "wrong_examples"}, ensure_ascii=False),
-                flush=True,
-            )
+            brief = {k: v for k, v in result.items() if k not in ("examples", "by_family", "by_kind")}
+            print(json.dumps(brief, ensure_ascii=False), flush=True)
         summary = _median_of_runs(runs)
         results.append({**runs[0], "runs": runs, "median": summary})
-        print(json.dumps({"threshold": threshold, "median_of_runs": summary}), flush=True)
+        print(json.dumps({"setup": setup.name, "median_of_runs": summary}, ensure_ascii=False), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"stream": kinds, "results": results}, ensure_ascii=False, indent=2))
+        payload = {"stream": kinds, "seed": args.seed, "results": results}
+        args.out.write_text(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
 if __name__ == "__main__":

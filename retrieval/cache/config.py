@@ -19,7 +19,19 @@ class CacheConfig:
     max_entries: int = 10_000
     """In memory: the LFU bound. With Redis: the bound of each worker's local vector matrix."""
     semantic_threshold: float = 0.995
-    """Minimum cosine between query vectors for a semantic hit (guards apply on top)."""
+    """Cosine between query vectors from which a semantic hit is served on the vectors alone
+    (guards apply on top)."""
+    verify_threshold: float = 0.94
+    """Lower cosine from which a guard-passing candidate is served if the query's own sparse
+    top-k overlaps the candidate's answer (`verify_min_overlap`); at or above `semantic_threshold`,
+    no candidate is verified."""
+    verify_min_overlap: float = 0.9
+    """Share of the query's sparse top `verify_depth` documents that must be among the cached
+    answer's top `verify_depth` documents."""
+    verify_depth: int = 10
+    """Depth of both evidence lists compared by the verified band."""
+    canonical: bool = True
+    """False: the canonical-form tier neither serves nor stores."""
     socket_timeout_s: float = 0.05
     """Per Redis socket operation; a whole round trip is capped at three times this."""
     breaker_failures: int = 5
@@ -45,11 +57,22 @@ class CacheConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("max_entries", "breaker_failures", "sync_batch", "offload_rows", "max_payload_bytes"):
+        for name in (
+            "max_entries",
+            "breaker_failures",
+            "sync_batch",
+            "offload_rows",
+            "max_payload_bytes",
+            "verify_depth",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if not (0.0 < self.semantic_threshold <= 1.0):
             raise ValueError(f"semantic_threshold must be in (0, 1], got {self.semantic_threshold!r}")
+        if not (0.0 < self.verify_threshold <= 1.0):
+            raise ValueError(f"verify_threshold must be in (0, 1], got {self.verify_threshold!r}")
+        if not (0.0 < self.verify_min_overlap <= 1.0):
+            raise ValueError(f"verify_min_overlap must be in (0, 1], got {self.verify_min_overlap!r}")
         if self.breaker_cooldown_s < 0 or self.warn_interval_s < 0:
             raise ValueError("breaker_cooldown_s and warn_interval_s must not be negative")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

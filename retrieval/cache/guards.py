@@ -6,8 +6,13 @@ cache can do. Every guard is an equality test on a set extracted from the query,
 err towards refusing: a refusal costs one search, a wrong hit costs the user's trust.
 
 - entities: the lexicon entities (names, places, techniques) the caller found in each query.
-- negation: which words of `NEGATION_WORDS` occur, compared per word (so '不' vs '不是' differs).
+- negation: which words of `NEGATION_WORDS` occur, compared per word (so '不' vs '不是' differs)
+  and by count (so '不不是' differs from '不是').
 - numbers: digit runs and Chinese numerals, compared by value ('第3章' equals '第三章').
+- roles: who does what to whom. The order in which two or more entities are mentioned
+  ('沈青崖打败了顾长安' / '顾长安打败了沈青崖' share every word and nearly every vector
+  component) and the voice markers present (被 passive, 把 disposal, 让/使/令 causative:
+  '沈伯庸是被谁杀的' asks the opposite of '沈伯庸杀了谁').
 
 Entity names are masked before the other two scans, so a name such as '无双城' neither counts as
 a negation nor as a number.
@@ -20,6 +25,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 from retrieval.cache.protocol import GuardReason
+from retrieval.text import to_simplified
 
 NEGATION_WORDS: tuple[str, ...] = (
     # plain negation
@@ -96,9 +102,36 @@ NON_NUMERIC_COMPOUNDS: tuple[str, ...] = (
     "另一",
     "万一",
     "千万",
+    "唯一",
+    "哪一",  # '哪一年' asks which year: no quantity in it
 )
 """Words written with numerals that carry no quantity; masked before the number scan, except after
 第 ('第一个' is an ordinal). '有一个师父吗' and '有师父吗' ask the same; '一个' vs '两个' still differ."""
+
+VOICE_MARKERS: tuple[str, ...] = ("被", "把", "让", "使", "令", "遭")
+"""Passive, disposal and causative markers: they decide which entity acts and which is acted on."""
+
+NON_VOICE_COMPOUNDS: tuple[str, ...] = (
+    "使用",
+    "即使",
+    "假使",
+    "使者",
+    "大使",
+    "天使",
+    "令牌",
+    "命令",
+    "号令",
+    "口令",
+    "法令",
+    "县令",
+    "让位",
+    "被子",
+    "把握",
+    "把手",
+    "把柄",
+    "遭遇",
+)
+"""Words written with a voice marker that mark no voice; masked before the voice scan."""
 
 _CN_DIGITS = {
     "零": 0,
@@ -141,6 +174,8 @@ class GuardSignature:
     entities: frozenset[str]
     negations: frozenset[str]
     numbers: frozenset[str]
+    roles: tuple[str, ...] = ()
+    """Entity mention order when two or more are named, then the voice markers present, sorted."""
 
 
 def chinese_numeral_value(run: str) -> int:
@@ -175,7 +210,10 @@ def _mask(text: str, words: Set[str] | tuple[str, ...]) -> str:
 def negations_in(text: str) -> frozenset[str]:
     """Which negation/contrast words occur in a normalised, entity-masked query."""
     masked = _mask(text, NON_NEGATING_COMPOUNDS)
-    found = {word for word in NEGATION_WORDS if word in masked}
+    # Counted, so a doubled negation ('不不是', 'not not') differs from a single one.
+    found = {
+        word if (n := masked.count(word)) == 1 else f"{word}*{n}" for word in NEGATION_WORDS if word in masked
+    }
     found.update(w for w in _LATIN_WORD.findall(masked) if w in ENGLISH_NEGATION_WORDS or w.endswith("n't"))
     return frozenset(found)
 
@@ -191,11 +229,36 @@ def numbers_in(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def entity_order(query: str, entities: Set[str]) -> tuple[str, ...]:
+    """The entities in the order of their first mention; () with fewer than two (order is moot)."""
+    if len(entities) < 2:
+        return ()
+    # Longest first, masking each found name, so '沈青崖' inside '沈青崖剑' is not found twice.
+    text, first = query, {}
+    for name in sorted(entities, key=len, reverse=True):
+        at = text.find(name)
+        if at >= 0:
+            first[name] = at
+            text = text.replace(name, _MASK * len(name))
+    return tuple(sorted(first, key=lambda name: (first[name], name)))
+
+
+def voice_markers_in(text: str) -> tuple[str, ...]:
+    """Voice markers of a normalised, entity-masked query, sorted."""
+    masked = _mask(text, NON_VOICE_COMPOUNDS)
+    return tuple(sorted(marker for marker in VOICE_MARKERS if marker in masked))
+
+
 def guard_signature(query: str, entities: Set[str]) -> GuardSignature:
-    """The guard sets of a normalised query (see `normalise_query`) and its lexicon entities."""
+    """The guard sets of a normalised query (see `normalise_query`) and its lexicon entities.
+
+    Read from the simplified form, so a traditional '沒有' counts as the negation '没有' does.
+    """
+    query = to_simplified(query)
     ents = frozenset(entities)
     rest = _mask(query, ents)
-    return GuardSignature(ents, negations_in(rest), numbers_in(rest))
+    roles = (*entity_order(query, ents), *voice_markers_in(rest))
+    return GuardSignature(ents, negations_in(rest), numbers_in(rest), roles)
 
 
 def guard_rejection(cached: GuardSignature, incoming: GuardSignature) -> GuardReason | None:
@@ -206,4 +269,6 @@ def guard_rejection(cached: GuardSignature, incoming: GuardSignature) -> GuardRe
         return "negation"
     if cached.numbers != incoming.numbers:
         return "numbers"
+    if cached.roles != incoming.roles:
+        return "roles"
     return None

@@ -1,4 +1,5 @@
-"""The embedded default: an in-process LFU cache with TTL and a semantic tier over a numpy matrix.
+"""The embedded default: an in-process LFU cache with TTL, a canonical-form tier, and a semantic
+tier over a numpy matrix.
 
 One process, one event loop: no locks are needed because nothing awaits between reading and
 writing the entry table (only the semantic scan of a large partition awaits a thread, and its
@@ -19,8 +20,16 @@ from prometheus_client import CollectorRegistry
 from retrieval.cache.config import CacheConfig
 from retrieval.cache.guards import guard_signature
 from retrieval.cache.metrics import CacheMetrics
-from retrieval.cache.protocol import CacheHit, CacheItem, CacheKey, CacheLookup, QueryVector
-from retrieval.cache.semantic_index import SemanticIndex, unit_vector
+from retrieval.cache.protocol import (
+    CacheHit,
+    CacheItem,
+    CacheKey,
+    CacheLookup,
+    Evidence,
+    EvidenceSource,
+    QueryVector,
+)
+from retrieval.cache.semantic_index import SemanticIndex, Verification, unit_vector
 
 
 @dataclass(slots=True)
@@ -34,7 +43,10 @@ class _Entry:
 
 
 class MemoryCache:
-    """Bounded LFU cache (ties broken by age) with TTL, exact and semantic tiers.
+    """Bounded LFU cache (ties broken by age) with TTL, exact, canonical and semantic tiers.
+
+    A canonical form points at the entry last stored under it, so the two tiers share one payload
+    and one LFU count.
 
     A version bump empties it: entries of an older knowledge base are never served, so there is
     no reason to keep them.
@@ -50,6 +62,9 @@ class MemoryCache:
         self.config = config or CacheConfig()
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        # canonical digest -> entry digest, and back (to forget the pointer with its entry).
+        self._canonical: dict[str, str] = {}
+        self._canonical_of: dict[str, str] = {}
         # Lazy LFU heap of (hits, seq, entry id): a hit pushes a fresh tuple; stale ones are skipped.
         self._heap: list[tuple[int, int, str]] = []
         self._seq = itertools.count()
@@ -85,7 +100,25 @@ class MemoryCache:
         self._metrics.hit("exact", entry.cost_ms)
         return CacheLookup(CacheHit("exact", entry.payload, 1.0, entry.cost_ms), self._version)
 
-    async def get_semantic(self, key: CacheKey, vector: QueryVector, entities: Set[str]) -> CacheLookup:
+    async def get_canonical(self, key: CacheKey) -> CacheLookup:
+        """The entry last stored under the same canonical form, under the current version."""
+        digest = self._canonical.get(key.canonical_digest) if self.config.canonical else None
+        entry = self._live(digest) if digest is not None else None
+        if digest is None or entry is None:
+            self._metrics.miss("canonical")
+            return CacheLookup(None, self._version)
+        self._touch(digest, entry)
+        self._metrics.hit("canonical", entry.cost_ms)
+        return CacheLookup(CacheHit("canonical", entry.payload, 1.0, entry.cost_ms), self._version)
+
+    async def get_semantic(
+        self,
+        key: CacheKey,
+        vector: QueryVector,
+        entities: Set[str],
+        *,
+        evidence: EvidenceSource | None = None,
+    ) -> CacheLookup:
         """The most similar cached query of the key's partition that passes every guard."""
         query = unit_vector(vector)
         version = self._version
@@ -96,6 +129,7 @@ class MemoryCache:
             version=version,
             threshold=self.config.semantic_threshold,
             now=self._clock(),
+            verification=Verification.of(self.config, evidence),
         )
         if version == self._version:  # a bump while the scan ran in a thread voids its candidates
             for entry_id, similarity in match.candidates:
@@ -120,6 +154,7 @@ class MemoryCache:
         cost_ms: float,
         *,
         kb_version: int | None = None,
+        evidence: Evidence = (),
     ) -> bool:
         """Store a response; dropped when `kb_version` is not the current version or it is too large."""
         if kb_version is not None and kb_version != self._version:
@@ -143,7 +178,15 @@ class MemoryCache:
             heapq.heappush(self._heap, (0, seq, digest))
         if unit is not None:
             signature = guard_signature(key.query, entities)
-            self._index.add(digest, key.partition, unit, signature, self._version, expires_at)
+            self._index.add(digest, key.partition, unit, signature, self._version, expires_at, evidence)
+        if key.canonical and self.config.canonical:
+            canonical = key.canonical_digest
+            if (previous := self._canonical.get(canonical)) is not None:
+                self._canonical_of.pop(previous, None)
+            if (stale := self._canonical_of.pop(digest, None)) is not None:
+                self._canonical.pop(stale, None)
+            self._canonical[canonical] = digest
+            self._canonical_of[digest] = canonical
         self._metrics.puts += 1
         return True
 
@@ -151,7 +194,9 @@ class MemoryCache:
         """Store several entries under the current version; returns how many were stored."""
         stored = 0
         for item in items:
-            stored += await self.put(item.key, item.vector, item.entities, item.payload, item.cost_ms)
+            stored += await self.put(
+                item.key, item.vector, item.entities, item.payload, item.cost_ms, evidence=item.evidence
+            )
         return stored
 
     async def bump_version(self) -> int:
@@ -172,7 +217,9 @@ class MemoryCache:
             "semantic_partitions": self._index.partitions,
             "max_entries": self.config.max_entries,
             "ttl_s": self.config.ttl_s,
+            "canonical_entries": len(self._canonical),
             "semantic_threshold": self.config.semantic_threshold,
+            "verify_threshold": self.config.verify_threshold,
             "metrics": self._metrics.snapshot(),
         }
 
@@ -207,6 +254,8 @@ class MemoryCache:
     def _drop(self, digest: str) -> None:
         del self._entries[digest]
         self._index.remove(digest)
+        if (canonical := self._canonical_of.pop(digest, None)) is not None:
+            self._canonical.pop(canonical, None)
 
     def _make_room(self, now: float) -> None:
         if len(self._entries) < self.config.max_entries:
@@ -225,5 +274,7 @@ class MemoryCache:
 
     def _clear(self) -> None:
         self._entries.clear()
+        self._canonical.clear()
+        self._canonical_of.clear()
         self._heap.clear()
         self._index.clear()

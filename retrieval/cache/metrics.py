@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -63,8 +63,10 @@ class CacheMetrics:
         """All counters as plain values."""
         return {
             "exact_hits": self.hits["exact"],
+            "canonical_hits": self.hits["canonical"],
             "semantic_hits": self.hits["semantic"],
             "exact_misses": self.misses["exact"],
+            "canonical_misses": self.misses["canonical"],
             "semantic_misses": self.misses["semantic"],
             "guard_rejections": dict(self.guard_rejections),
             "errors": dict(self.errors),
@@ -91,7 +93,7 @@ class CacheMetrics:
         )
         rejections = CounterMetricFamily(
             f"{_NAMESPACE}_guard_rejections",
-            "Semantic candidates above the threshold refused by a guard",
+            "Semantic candidates above the threshold refused by a guard or by missing evidence",
             labels=["backend", "reason"],
         )
         errors = CounterMetricFamily(
@@ -102,10 +104,10 @@ class CacheMetrics:
         )
         gauges = GaugeMetricFamily(f"{_NAMESPACE}_state", "Live cache state", labels=["backend", "name"])
         if with_values:
-            for tier in ("exact", "semantic"):
+            for tier in get_args(Tier):
                 hits.add_metric([*backend, tier], self.hits[tier])
                 misses.add_metric([*backend, tier], self.misses[tier])
-            for reason in ("entities", "negation", "numbers"):
+            for reason in get_args(GuardReason):
                 rejections.add_metric([*backend, reason], self.guard_rejections[reason])
             for operation, count in sorted(self.errors.items()):
                 errors.add_metric([*backend, operation], count)

@@ -1,10 +1,12 @@
 """The query-cache role: value types and the narrow `Cache` protocol the pipeline calls.
 
-A search consults the cache twice: the exact tier before the query is encoded (keyed by the
-normalised text and everything else that shapes the response), the semantic tier after it (the
-query vector the pipeline computed anyway, plus guards against near-duplicates that ask something
-else). Both tiers only ever serve entries written under the current `kb_version`, which the cache
-owns so that every worker sharing it agrees on one value.
+A search consults the cache up to three times: the exact tier before the query is encoded (keyed
+by the normalised text and everything else that shapes the response), the canonical tier still
+before encoding (keyed by the query's meaning-bearing tokens and guard sets, `canonical`), and
+the semantic tier after it (the query vector the pipeline computed anyway, plus guards against
+near-duplicates that ask something else, plus, in the verified band below the trusted threshold,
+the query's own sparse results as evidence). Every tier only ever serves entries written under
+the current `kb_version`, which the cache owns so that every worker sharing it agrees on one value.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -23,10 +25,17 @@ import numpy.typing as npt
 from retrieval.text import normalise
 from retrieval.types import SearchFilter
 
-Tier = Literal["exact", "semantic"]
-GuardReason = Literal["entities", "negation", "numbers"]
+Tier = Literal["exact", "canonical", "semantic"]
+GuardReason = Literal["entities", "negation", "numbers", "roles", "evidence"]
+"""Why a semantic candidate was refused: a guard set differs, or ("evidence") the query's own
+sparse results do not overlap the cached answer enough (the verified band, see `CacheConfig`)."""
 QueryVector = npt.NDArray[np.float32]
 """One L2-normalised query embedding: shape (dim,) or the pipeline's (1, dim)."""
+Evidence = Sequence[str]
+"""Document ids, best first: a cached answer's top hits, or a query's own sparse top-k."""
+EvidenceSource = Callable[[int], Awaitable[Evidence]]
+"""The caller's way to produce the query's own top documents (as many as the cache asks for),
+awaited only when a candidate in the verified band needs it."""
 
 _WHITESPACE = re.compile(r"\s+")
 # Separates key fields before hashing so ("a", "bc") and ("ab", "c") never collide.
@@ -64,6 +73,8 @@ class CacheKey:
     `query` is already normalised (build keys with `CacheKey.for_query`). `config_version` names
     everything else that shapes the response: model id, fusion weights, page (top_k/offset), the
     response schema. `route` is the route the request is served under as known before encoding.
+    `canonical` is the query's canonical form (`retrieval.cache.canonical.canonical_form`); empty,
+    the canonical tier neither serves nor stores the query.
     """
 
     query: str
@@ -71,6 +82,7 @@ class CacheKey:
     mode: str = "hybrid"
     route: str = ""
     config_version: str = ""
+    canonical: str = ""
 
     def __post_init__(self) -> None:
         if not self.query:
@@ -85,9 +97,10 @@ class CacheKey:
         mode: str = "hybrid",
         route: str = "",
         config_version: str = "",
+        canonical: str = "",
     ) -> CacheKey:
         """Normalise `query` (see `normalise_query`) and build the key."""
-        return cls(normalise_query(query), filters, str(mode), route, config_version)
+        return cls(normalise_query(query), filters, str(mode), route, config_version, canonical)
 
     @property
     def partition(self) -> str:
@@ -99,6 +112,11 @@ class CacheKey:
         """Digest of the whole key: the exact-tier entry id."""
         return _digest(self.partition, self.query)
 
+    @property
+    def canonical_digest(self) -> str:
+        """The canonical-tier entry id ('' without a canonical form); never equal to an exact digest."""
+        return _digest(self.partition, "canonical", self.canonical) if self.canonical else ""
+
 
 @dataclass(frozen=True, slots=True)
 class CacheHit:
@@ -107,7 +125,7 @@ class CacheHit:
     tier: Tier
     payload: bytes
     similarity: float
-    """1.0 for exact hits; the cosine between the two query vectors for semantic hits."""
+    """1.0 for exact and canonical hits; the cosine between the two query vectors for semantic hits."""
     saved_ms: float
     """The `cost_ms` recorded when the response was computed."""
 
@@ -139,11 +157,12 @@ class CacheItem:
     entities: frozenset[str]
     payload: bytes
     cost_ms: float = 0.0
+    evidence: Evidence = ()
 
 
 @runtime_checkable
 class Cache(Protocol):
-    """Exact and semantic query cache over opaque serialized responses.
+    """Exact, canonical and semantic query cache over opaque serialized responses.
 
     Backend failures never raise out of these methods: lookups miss, puts are dropped. Caller
     errors (a malformed vector) raise `ValueError`.
@@ -166,8 +185,24 @@ class Cache(Protocol):
         """Same normalised query, filters, mode, route, config and kb_version."""
         ...
 
-    async def get_semantic(self, key: CacheKey, vector: QueryVector, entities: Set[str]) -> CacheLookup:
-        """Closest cached query in the key's partition with cosine >= threshold that passes the guards."""
+    async def get_canonical(self, key: CacheKey) -> CacheLookup:
+        """Same canonical form (tokens and guard sets), filters, mode, route, config and kb_version."""
+        ...
+
+    async def get_semantic(
+        self,
+        key: CacheKey,
+        vector: QueryVector,
+        entities: Set[str],
+        *,
+        evidence: EvidenceSource | None = None,
+    ) -> CacheLookup:
+        """Closest guard-passing cached query in the key's partition, by cosine.
+
+        At or above `semantic_threshold` a candidate is served on its cosine; from
+        `verify_threshold` up to it, only when `evidence(depth)` (the query's own sparse top-k)
+        overlaps the candidate's stored evidence enough. Without `evidence` the band is closed.
+        """
         ...
 
     async def put(
@@ -179,11 +214,13 @@ class Cache(Protocol):
         cost_ms: float,
         *,
         kb_version: int | None = None,
+        evidence: Evidence = (),
     ) -> bool:
-        """Store a response (without a vector it is only reachable by the exact tier).
+        """Store a response (without a vector it is only reachable by the exact and canonical tiers).
 
         `kb_version` is the version the preceding lookup reported; a put made under an older
-        version is dropped. Returns whether the entry was stored.
+        version is dropped. `evidence` is the answer's top document ids (what a verified semantic
+        hit is checked against). Returns whether the entry was stored.
         """
         ...
 

@@ -6,8 +6,11 @@ Keys (under `key_prefix`):
 - `e:<digest>`: one string per cached response, b'<kb_version>:<cost_ms>:' + payload, set with
   PX = TTL. The digest leaves the version out, so a put after an ingest overwrites the stale
   entry instead of leaving it to age out.
+- `c:<canonical digest>`: the same string again under the query's canonical form, written in the
+  same transaction. A copy rather than a pointer, so a canonical hit is one GET in one round trip
+  like an exact hit (a pointer would need a second round trip or a script).
 - `log`: a stream with one record per put that carries a vector: {m: JSON (entry id, partition,
-  version, normalised query, entities, expiry), x: float32 vector}. Each worker tails it with
+  version, normalised query, entities, evidence, expiry), x: float32 vector}. Each worker tails it with
   XREAD from the last id it saw and appends the rows to its in-process `SemanticIndex`; XADD
   trims records older than the TTL (MINID), so a worker that starts late replays exactly the
   entries still alive. A worker a full batch behind catches up in a background task on a second
@@ -58,11 +61,13 @@ from retrieval.cache.protocol import (
     CacheItem,
     CacheKey,
     CacheLookup,
+    Evidence,
+    EvidenceSource,
     GuardReason,
     QueryVector,
     Tier,
 )
-from retrieval.cache.semantic_index import SemanticIndex, unit_vector
+from retrieval.cache.semantic_index import SemanticIndex, Verification, unit_vector
 from retrieval.util import BreakerState, CircuitBreaker, RateLimitedWarning
 
 logger = logging.getLogger(__name__)
@@ -122,7 +127,7 @@ def _stream_records(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
 
 
 class RedisCache:
-    """Exact and semantic query cache in Redis, shared by every API worker."""
+    """Exact, canonical and semantic query cache in Redis, shared by every API worker."""
 
     def __init__(
         self,
@@ -141,6 +146,7 @@ class RedisCache:
         self._version_key = f"{prefix}kb_version"
         self._log_key = f"{prefix}log"
         self._entry_prefix = f"{prefix}e:"
+        self._canonical_prefix = f"{prefix}c:"
         self._ttl_ms = max(1, round(config.ttl_s * 1000))
         self._deadline_s = config.socket_timeout_s * 3
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, name="redis cache")
@@ -252,31 +258,46 @@ class RedisCache:
     # -- lookups ---------------------------------------------------------------------------
     async def get_exact(self, key: CacheKey) -> CacheLookup:
         """One round trip: current version, the entry, and new stream records for the semantic tier."""
-        entry_key = self._entry_prefix + key.digest
+        return await self._get_entry("exact", self._entry_prefix + key.digest)
 
+    async def get_canonical(self, key: CacheKey) -> CacheLookup:
+        """Like `get_exact`, under the query's canonical form."""
+        if not (self.config.canonical and key.canonical):
+            self._metrics.miss("canonical")
+            return CacheLookup(None, self._version + self._pending_bumps)
+        return await self._get_entry("canonical", self._canonical_prefix + key.canonical_digest)
+
+    async def _get_entry(self, tier: Tier, entry_key: str) -> CacheLookup:
         def commands(pipe: Pipeline) -> tuple[int, bool]:
             flushed = self._queue_version(pipe)
             pipe.get(entry_key)
             return flushed, self._queue_stream_read(pipe)
 
-        got = await self._round_trip("get_exact", commands)
+        got = await self._round_trip(f"get_{tier}", commands)
         if got is None:
-            return self._degraded_miss("exact")
+            return self._degraded_miss(tier)
         (flushed, read_stream), replies = got
         first = _first_after_version(flushed)
         version = await self._settle_version(replies[first - 1], flushed)
         if read_stream:
             self._apply_stream(replies[first + 1])
         if version is None:
-            return self._degraded_miss("exact")
-        hit = self._as_hit("exact", replies[first], version, 1.0)
+            return self._degraded_miss(tier)
+        hit = self._as_hit(tier, replies[first], version, 1.0)
         if hit is None:
-            self._metrics.miss("exact")
+            self._metrics.miss(tier)
             return CacheLookup(None, version)
-        self._metrics.hit("exact", hit.saved_ms)
+        self._metrics.hit(tier, hit.saved_ms)
         return CacheLookup(hit, version)
 
-    async def get_semantic(self, key: CacheKey, vector: QueryVector, entities: Set[str]) -> CacheLookup:
+    async def get_semantic(
+        self,
+        key: CacheKey,
+        vector: QueryVector,
+        entities: Set[str],
+        *,
+        evidence: EvidenceSource | None = None,
+    ) -> CacheLookup:
         """Scan the local matrix, then fetch the best guard-passing candidates with the version."""
         query = unit_vector(vector)
         stale = not self._catching_up and time.monotonic() - self._synced_at > _SYNC_REUSE_S
@@ -291,6 +312,7 @@ class RedisCache:
             threshold=self.config.semantic_threshold,
             now=time.time(),
             limit=_FETCH_CANDIDATES,
+            verification=Verification.of(self.config, evidence),
         )
         if not match.candidates:
             return self._semantic_miss(match.rejection)
@@ -334,6 +356,7 @@ class RedisCache:
         cost_ms: float,
         *,
         kb_version: int | None = None,
+        evidence: Evidence = (),
     ) -> bool:
         """Store the entry and, with a vector, announce it on the stream; one MULTI/EXEC round trip."""
         if kb_version is not None and self._version_known and kb_version < self._version:
@@ -351,7 +374,7 @@ class RedisCache:
 
         def commands(pipe: Pipeline) -> int:
             flushed = self._queue_version(pipe) if self._pending_bumps else 0
-            self._queue_put(pipe, key, unit, entities, payload, cost_ms, version, expires_at)
+            self._queue_put(pipe, key, unit, entities, payload, cost_ms, version, expires_at, evidence)
             return flushed
 
         got = await self._round_trip("put", commands, transaction=True)
@@ -362,7 +385,7 @@ class RedisCache:
         if flushed:
             await self._settle_version(replies[1], flushed)
         if unit is not None and signature is not None and version == self._version:
-            self._index.add(key.digest, key.partition, unit, signature, version, expires_at)
+            self._index.add(key.digest, key.partition, unit, signature, version, expires_at, evidence)
         self._metrics.puts += 1
         return True
 
@@ -392,6 +415,7 @@ class RedisCache:
                         item.cost_ms,
                         version,
                         expires_at,
+                        item.evidence,
                         refresh_log=False,
                     )
                 pipe.pexpire(self._log_key, 2 * self._ttl_ms)
@@ -452,6 +476,7 @@ class RedisCache:
             "max_entries": self.config.max_entries,
             "ttl_s": self.config.ttl_s,
             "semantic_threshold": self.config.semantic_threshold,
+            "verify_threshold": self.config.verify_threshold,
             "socket_timeout_s": self.config.socket_timeout_s,
             "metrics": self._metrics.snapshot(),
         }
@@ -564,10 +589,14 @@ class RedisCache:
         cost_ms: float,
         version: int,
         expires_at: float,
+        evidence: Evidence = (),
         *,
         refresh_log: bool = True,
     ) -> None:
-        pipe.set(self._entry_prefix + key.digest, _pack_entry(version, cost_ms, payload), px=self._ttl_ms)
+        entry = _pack_entry(version, cost_ms, payload)
+        pipe.set(self._entry_prefix + key.digest, entry, px=self._ttl_ms)
+        if key.canonical and self.config.canonical:
+            pipe.set(self._canonical_prefix + key.canonical_digest, entry, px=self._ttl_ms)
         if unit is None:
             return
         # Two fields, not one per attribute: replaying 50k records is dominated by RESP parsing
@@ -578,6 +607,7 @@ class RedisCache:
             "v": version,
             "q": key.query,
             "ent": sorted(entities),
+            "ev": list(evidence),
             "exp": expires_at,
         }
         record: dict[FieldT, EncodableT] = {
@@ -614,7 +644,8 @@ class RedisCache:
                     continue
                 unit = unit_vector(np.frombuffer(fields[b"x"], dtype=np.float32))
                 signature = guard_signature(str(meta["q"]), frozenset(meta["ent"]))
-                self._index.add(str(meta["d"]), str(meta["part"]), unit, signature, version, expires_at)
+                ev = [str(doc) for doc in meta.get("ev", ())]
+                self._index.add(str(meta["d"]), str(meta["part"]), unit, signature, version, expires_at, ev)
             except (KeyError, ValueError, TypeError) as exc:
                 # A record from another code version or a different embedding dimension.
                 self._warn("query cache: skipped stream record %r (%s)", record_id, exc)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.cache.config import CacheConfig
 from retrieval.cache.guards import GuardSignature, guard_rejection
-from retrieval.cache.protocol import GuardReason
+from retrieval.cache.protocol import Evidence, EvidenceSource, GuardReason
 
 _MIN_CAPACITY = 64
 
@@ -54,6 +55,36 @@ def unit_vector(vector: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(arr / norm, dtype=np.float32)
 
 
+def evidence_overlap(query: Evidence, cached: Evidence, depth: int) -> float:
+    """Share of the query's top `depth` documents found among the cached answer's top `depth`.
+
+    0.0 when the query found nothing: no evidence is no agreement.
+    """
+    mine = list(dict.fromkeys(query))[:depth]
+    if not mine:
+        return 0.0
+    theirs = set(list(dict.fromkeys(cached))[:depth])
+    return sum(doc in theirs for doc in mine) / len(mine)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """How the band below the trusted threshold is checked: the query's evidence and the bar."""
+
+    threshold: float
+    """Lowest cosine a verified candidate may have."""
+    evidence: EvidenceSource
+    min_overlap: float
+    depth: int
+
+    @classmethod
+    def of(cls, config: CacheConfig, evidence: EvidenceSource | None) -> Verification | None:
+        """A lookup's verified band; None when closed (no evidence offered, or no band configured)."""
+        if evidence is None or config.verify_threshold >= config.semantic_threshold:
+            return None
+        return cls(config.verify_threshold, evidence, config.verify_min_overlap, config.verify_depth)
+
+
 @dataclass(frozen=True, slots=True)
 class SemanticMatch:
     """Entries that may answer the query, best first, and why the best refused one was refused."""
@@ -75,6 +106,7 @@ class _Partition:
         self.expires = np.zeros(_MIN_CAPACITY, dtype=np.float64)
         self.ids: list[str] = []
         self.signatures: list[GuardSignature | None] = []
+        self.evidence: list[tuple[str, ...]] = []
         self.row_of: dict[str, int] = {}
         self.size = 0
         self.dead = 0
@@ -104,6 +136,7 @@ class _Partition:
         sig: GuardSignature,
         version: int,
         expires: float,
+        evidence: tuple[str, ...] = (),
     ) -> None:
         self.remove(entry_id)
         self._reserve(self.size + 1)
@@ -114,6 +147,7 @@ class _Partition:
         self.expires[row] = expires
         self.ids.append(entry_id)
         self.signatures.append(sig)
+        self.evidence.append(evidence)
         self.row_of[entry_id] = row
         self.size += 1
 
@@ -123,6 +157,7 @@ class _Partition:
             return False
         self.alive[row] = False
         self.signatures[row] = None
+        self.evidence[row] = ()
         self.dead += 1
         return True
 
@@ -143,6 +178,7 @@ class _Partition:
         expires[: len(keep)] = self.expires[keep]
         self.ids = [self.ids[i] for i in keep]
         self.signatures = [self.signatures[i] for i in keep]
+        self.evidence = [self.evidence[i] for i in keep]
         self.row_of = {entry_id: row for row, entry_id in enumerate(self.ids)}
         self.matrix, self.alive, self.versions, self.expires = matrix, alive, versions, expires
         self.size = len(keep)
@@ -192,8 +228,12 @@ class SemanticIndex:
         signature: GuardSignature,
         version: int,
         expires_at: float,
+        evidence: Evidence = (),
     ) -> None:
-        """Insert or replace an entry's row; `vector` must be a unit vector (see `unit_vector`)."""
+        """Insert or replace an entry's row; `vector` must be a unit vector (see `unit_vector`).
+
+        `evidence` is the cached answer's top document ids, checked by verified lookups.
+        """
         part = self._partitions.get(partition)
         if part is not None and part.dim != vector.shape[0]:
             raise ValueError(f"vector of dim {vector.shape[0]} in a partition of dim {part.dim}")
@@ -201,7 +241,7 @@ class SemanticIndex:
         part = self._partitions.get(partition)
         if part is None:
             part = self._partitions[partition] = _Partition(vector.shape[0])
-        part.add(entry_id, vector, signature, version, expires_at)
+        part.add(entry_id, vector, signature, version, expires_at, tuple(evidence))
         self._where[entry_id] = partition
         if self.max_rows is not None:
             while len(self._where) > self.max_rows:
@@ -250,8 +290,15 @@ class SemanticIndex:
         threshold: float,
         now: float,
         limit: int = 3,
+        verification: Verification | None = None,
     ) -> SemanticMatch:
-        """Up to `limit` live, current-version entries with cosine >= threshold that pass the guards."""
+        """Up to `limit` live, current-version entries with cosine >= threshold that pass the guards.
+
+        With `verification`, candidates from `verification.threshold` up to `threshold` qualify
+        too, when the query's evidence (awaited once, on the first such candidate) overlaps
+        theirs by at least `min_overlap`; a shortfall is reported as rejection "evidence".
+        """
+        floor = threshold if verification is None else min(threshold, verification.threshold)
         part = self._partitions.get(partition)
         if part is None or not part.live:
             return SemanticMatch()
@@ -266,7 +313,7 @@ class SemanticIndex:
             sims = _scan(matrix, size, vector)
         size = sims.shape[0]
         eligible = (
-            (sims >= threshold)
+            (sims >= floor)
             & part.alive[:size]
             & (part.versions[:size] == version)
             & (part.expires[:size] > now)
@@ -275,15 +322,26 @@ class SemanticIndex:
         if rows.size == 0:
             return SemanticMatch()
         rows = rows[np.argsort(-sims[rows], kind="stable")]
+        # Row data read before any await: the evidence source may yield to the event loop, which
+        # can remove or compact rows meanwhile.
+        rows_data = [
+            (part.ids[row], float(sims[row]), part.signatures[row], part.evidence[row]) for row in rows
+        ]
         passing: list[tuple[str, float]] = []
         rejection: GuardReason | None = None
-        for row in rows:
-            cached = part.signatures[row]
+        mine: Evidence | None = None
+        for entry_id, similarity, cached, theirs in rows_data:
             if cached is None:
                 continue
             reason = guard_rejection(cached, signature)
+            if reason is None and similarity < threshold:
+                assert verification is not None  # the floor is below threshold only with it
+                if mine is None:
+                    mine = await verification.evidence(verification.depth)
+                agree = evidence_overlap(mine, theirs, verification.depth) >= verification.min_overlap
+                reason = None if agree else "evidence"
             if reason is None:
-                passing.append((part.ids[row], float(sims[row])))
+                passing.append((entry_id, similarity))
                 if len(passing) >= limit:
                     break
             elif rejection is None and not passing:

@@ -134,6 +134,12 @@ class JiebaTokenizer:
             words = self._jieba.cut(norm, HMM=True)
         return [w.strip() for w in words if _is_token(w)]
 
+    def words(self, text: str) -> list[str]:
+        """Every word of `text` in order, function words and punctuation included (precise cut, no
+        HMM, so the same text always splits the same way and lexicon names stay whole)."""
+        self._ensure_initialised()
+        return list(self._jieba.cut(normalise(text), HMM=False))
+
     def entities(self, text: str) -> frozenset[str]:
         """Lexicon entries that occur in `text` as whole tokens (precise cut, so names stay whole)."""
         self._ensure_initialised()

@@ -11,7 +11,7 @@ from retrieval.errors import EncoderUnavailable, UnknownIntent
 from retrieval.routing.features import QueryFeatures
 from retrieval.routing.router import Router, parse_routing_table
 from retrieval.service import SearchQuery
-from retrieval.settings import Settings
+from retrieval.settings import Settings, load_settings
 from retrieval.training.intents.train import TrainConfig, train_ensemble
 from retrieval.types import SearchMode, Vectors
 from tests.conftest import HashingEncoder, open_test_engine, search
@@ -151,5 +151,49 @@ async def test_routing_reads_the_query_text_the_service_hands_over(settings: Set
         character = await search(engine, "说说顾长庚", top_k=2)
         assert faction.route is not None and faction.route["intent"] == "faction"
         assert character.route is not None and character.route["intent"] == "character"
+    finally:
+        await engine.close()
+
+
+def _cache_settings(settings: Settings, **cache: str) -> Settings:
+    environ = {"SEARCH_DATA_DIR": str(settings.data.dir)}
+    environ.update({f"SEARCH_CACHE_{name.upper()}": value for name, value in cache.items()})
+    return load_settings(environ=environ)
+
+
+async def test_a_rewording_is_served_from_the_canonical_tier_without_encoding(settings: Settings) -> None:
+    encoder = CountingEncoder()
+    engine = await open_test_engine(settings, encoder, cache=True)
+    try:
+        await engine.kb.ingest(DOCS)
+        first = await engine.service.search(SearchQuery("沈青崖的佩剑是什么？"))
+        await engine.service.drain()
+        variant = await engine.service.search(SearchQuery("請問，什麼是沈青崖的佩劍呢"))
+        assert variant.tier == "canonical" and encoder.queries == 1
+        assert variant.payload == first.payload
+        # Another entity, a negation: computed, never served from the entry above.
+        for near_miss in ("玄霜城的佩剑是什么", "沈青崖的佩剑不是什么"):
+            assert (await engine.service.search(SearchQuery(near_miss))).tier is None
+    finally:
+        await engine.close()
+
+
+async def test_a_paraphrase_below_the_trusted_threshold_is_served_only_with_agreeing_evidence(
+    settings: Settings,
+) -> None:
+    verified = _cache_settings(
+        settings, semantic_threshold="0.9999", verify_threshold="0.5", verify_min_overlap="0.5"
+    )
+    encoder = CountingEncoder()
+    engine = await open_test_engine(verified, encoder, cache=True)
+    try:
+        await engine.kb.ingest(DOCS)
+        await engine.service.search(SearchQuery("沈青崖的佩剑叫什么名字"))
+        await engine.service.drain()
+        # Not the same canonical form (名字 is gone), close vectors, the same BM25 top documents.
+        paraphrase = await engine.service.search(SearchQuery("沈青崖佩剑的名字"))
+        assert paraphrase.tier == "semantic"
+        metrics = engine.service.cache.metrics() if engine.service.cache is not None else {}
+        assert metrics["semantic_hits"] == 1
     finally:
         await engine.close()

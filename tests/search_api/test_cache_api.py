@@ -97,7 +97,11 @@ async def test_semantic_tier_and_guards(api_settings: ApiSettings) -> None:
         async for client in _started(settings):
             await _search(client, f"请问{context}沈青崖吗")
             await asyncio.sleep(0.1)
-            paraphrase = await _search(client, f"{context}沈青崖吗请问")
+            # The wrapper moved to the end: the same canonical form.
+            rewrapped = await _search(client, f"{context}沈青崖吗请问")
+            assert rewrapped["cache"] == {"hit": True, "tier": "canonical"}
+            # The words reordered: another canonical form, the same bag of characters.
+            paraphrase = await _search(client, f"沈青崖{context}吗")
             assert paraphrase["cache"] == {"hit": True, "tier": "semantic"}
             swapped = await _search(client, f"请问{context}玄霜城吗")
             assert swapped["cache"]["hit"] is False  # type: ignore[index]

@@ -7,6 +7,11 @@ from functools import lru_cache
 
 import opencc
 
+ANALYSIS = "nfkc-lower+opencc-t2s"
+"""Names how `fold` treats text. Stored BM25 terms were made under one analysis: a store built
+under another (before traditional characters were folded: "nfkc-lower") gives other tokens for
+the same text, so whatever records an index records this too and a change is seen, not missed."""
+
 
 def normalise(text: str) -> str:
     """NFKC (full-width to half-width) and lower case, so 'ＡＢＣ' and 'abc' index alike."""
@@ -27,3 +32,8 @@ def to_simplified(text: str) -> str:
     """
     folded: str = _t2s().convert(text)
     return folded
+
+
+def fold(text: str) -> str:
+    """`normalise` then `to_simplified`: the form BM25 tokens, lexicon words and cache keys share."""
+    return to_simplified(normalise(text))

@@ -175,7 +175,7 @@ def convert_cmrc(
 
 
 def article_part(article_id: str) -> ArticlePart:
-    """ "heldout" for one article id in HELDOUT_SHARE (by SHA-256, so stable everywhere), else "train"."""
+    """"heldout" for one article id in HELDOUT_SHARE (by SHA-256, so stable everywhere), else "train"."""
     digest = hashlib.sha256(article_id.encode("utf-8")).digest()
     return "heldout" if int.from_bytes(digest[:4], "big") % HELDOUT_SHARE == 0 else "train"
 

@@ -34,6 +34,8 @@ from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
+from retrieval.understanding.lexicon import Lexicon, LexiconEntry
+from retrieval.understanding.understander import QueryUnderstanding
 from retrieval.util import file_digest
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,20 @@ def build_tokenizer(settings: Settings) -> JiebaTokenizer:
     """jieba with the domain lexicon loaded."""
     words = lexicon_from([p for p in lexicon_paths(settings) if p.exists()])
     return JiebaTokenizer(words, mode=settings.sparse.mode, cache_dir=settings.data.dir / "jieba")
+
+
+def build_understanding(settings: Settings) -> QueryUnderstanding:
+    """Query understanding over the lexicon files' entries (titles, aliases, texts) and word lists."""
+    entries: list[LexiconEntry] = []
+    names: list[str] = []
+    for path in (p for p in lexicon_paths(settings) if p.exists()):
+        if path.suffix == ".jsonl":
+            entries.extend(
+                LexiconEntry(d.title, tuple(d.aliases), d.text) for d in read_jsonl(path) if d.title
+            )
+        else:
+            names.extend(lexicon_from([path]))
+    return QueryUnderstanding(Lexicon.build(entries, names), settings.understanding)
 
 
 def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -> Router | None:
@@ -209,6 +225,7 @@ async def open_engine(
             ),
             candidates=settings.fusion.candidates,
             router=build_router(settings, encoder.model_id, kb.sparse.tokenizer),
+            understanding=build_understanding(settings),
             observer=observer,
         )
         engine = Engine(settings, kb, service, CollectionManager(settings, kb))

@@ -25,7 +25,9 @@ def test_traditional_and_typo_variants_rewrite_the_queries_only(tmp_path: Path) 
     convert_fixtures(FIXTURES_DIR, tmp_path / "again", "typo")
     plain, trad, typo = (_queries(tmp_path / n) for n in ("plain", "traditional", "typo"))
     assert trad.keys() == plain.keys() and trad["q001"] != plain["q001"]  # 沈青岩 -> 瀋青巖
-    assert (tmp_path / "typo" / "corpus.jsonl").read_bytes() == (tmp_path / "plain" / "corpus.jsonl").read_bytes()
+    assert (tmp_path / "typo" / "corpus.jsonl").read_bytes() == (
+        tmp_path / "plain" / "corpus.jsonl"
+    ).read_bytes()
     assert typo == _queries(tmp_path / "again")  # seeded
     assert len(typo) > 100
     for qid, text in typo.items():

@@ -4,7 +4,7 @@
     search-eval latency --url http://127.0.0.1:8000 --concurrency 4 --duration 30 [--budget-ms 600]
     search-eval report --runs DIR [DIR ...] --out DIR
     search-eval convert-cmrc --input cmrc2018_dev.json --level paragraph|chunk --out DIR
-    search-eval convert-fixtures --out DIR
+    search-eval convert-fixtures --out DIR [--variant traditional|typo|typo-tune]
 
 Exit status: 0 success, 1 a latency run over budget (or with too many errors), 2 bad input.
 """
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eval.converters import FIXTURE_VARIANTS
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -27,7 +28,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("eval")
 
-DATASET_SHORTCUTS = ("fixtures", "cmrc-chunk", "cmrc-paragraph", "drcd-train", "drcd-heldout")
+DATASET_SHORTCUTS = (
+    "fixtures",
+    "fixtures-traditional",
+    "fixtures-typo",
+    "fixtures-typo-tune",
+    "cmrc-chunk",
+    "cmrc-paragraph",
+    "drcd-train",
+    "drcd-heldout",
+)
 """`quality --dataset` names converted on the fly into <data_dir>/datasets/<name>."""
 DEFAULT_QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
 
@@ -60,8 +70,11 @@ def resolve_dataset(name: str, settings: Settings, cmrc_input: Path, quiet: bool
             )
         return path.resolve(), path.resolve().name
     out = settings.data.dir / "datasets" / name
-    if name == "fixtures":
-        report = convert_fixtures(FIXTURES_DIR, out)
+    if name.startswith("fixtures"):
+        # fixtures-traditional / -typo / -typo-tune: the same corpus and qrels, queries rewritten.
+        report = convert_fixtures(
+            FIXTURES_DIR, out, name.removeprefix("fixtures").removeprefix("-") or "plain"
+        )
     elif name.startswith("drcd-"):
         # DRCD at chunk level, split by article; drcd-heldout is never trained or tuned on.
         report = convert_cmrc(
@@ -246,7 +259,7 @@ def cmd_convert_fixtures(args: argparse.Namespace) -> int:
     """The fixture knowledge base, queries and qrels into BEIR."""
     from eval.converters import convert_fixtures
 
-    report = convert_fixtures(Path(args.fixtures), Path(args.out))
+    report = convert_fixtures(Path(args.fixtures), Path(args.out), args.variant)
     print(report.summary())
     print(f"wrote {args.out}")
     return EXIT_OK
@@ -363,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures = sub.add_parser("convert-fixtures", parents=[common], help="fixtures/ into BEIR")
     fixtures.add_argument("--fixtures", default=str(FIXTURES_DIR))
     fixtures.add_argument("--out", required=True)
+    fixtures.add_argument(
+        "--variant",
+        choices=FIXTURE_VARIANTS,
+        default="plain",
+        help="traditional (OpenCC s2t), typo (a homophone in a name, seed 2), typo-tune (seed 1)",
+    )
     fixtures.set_defaults(func=cmd_convert_fixtures)
 
     bench = sub.add_parser(

@@ -11,8 +11,10 @@ trained or tuned on, so figures on that part are figures on unseen data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,11 +206,54 @@ def _object_id(obj: Mapping[str, Any], path: Path) -> str:
     return str(value)
 
 
-def convert_fixtures(fixtures: Path, out: Path) -> ConversionReport:
+FIXTURE_VARIANTS = ("plain", "traditional", "typo", "typo-tune")
+TYPO_SEEDS = {"typo": 2, "typo-tune": 1}
+"""Seed of each typo set: thresholds are chosen on seed 1 (`typo-tune`); figures come from seed 2."""
+
+
+def _homophones(corpus_text: str) -> dict[str, list[str]]:
+    """Toneless reading -> the characters of `corpus_text` with it as their first reading."""
+    from retrieval.understanding.correction import readings  # pypinyin only where typos are made
+
+    by_sound: dict[str, set[str]] = {}
+    for ch in set(corpus_text):
+        if "\u4e00" <= ch <= "\u9fff":
+            by_sound.setdefault(readings(ch)[0], set()).add(ch)
+    return {k: sorted(v) for k, v in by_sound.items()}
+
+
+def typo_query(
+    text: str, names: list[str], homophones: dict[str, list[str]], rng: random.Random
+) -> str | None:
+    """`text` with one character of its longest name (3+ characters) swapped for a homophone.
+
+    None when the query names nothing long enough or the swap would spell another name.
+    """
+    from retrieval.understanding.correction import readings
+
+    found = sorted((n for n in names if len(n) >= 3 and n in text), key=lambda n: (-len(n), n))
+    if not found:
+        return None
+    name = found[0]
+    spots = list(range(len(name)))
+    rng.shuffle(spots)
+    for spot in spots:
+        others = [c for c in homophones.get(readings(name[spot])[0], []) if c != name[spot]]
+        if not others:
+            continue
+        typed = name[:spot] + rng.choice(others) + name[spot + 1 :]
+        if typed not in names:
+            return text.replace(name, typed, 1)
+    return None
+
+
+def convert_fixtures(fixtures: Path, out: Path, variant: str = "plain") -> ConversionReport:
     """Write the fixture knowledge base, its queries and graded qrels as BEIR.
 
     Relevance is judged per document, so the corpus is the documents themselves (title, text,
-    kind, aliases, metadata) and `quality` ingests each as one chunk.
+    kind, aliases, metadata) and `quality` ingests each as one chunk. `variant` rewrites the
+    queries: "traditional" (OpenCC s2t), "typo"/"typo-tune" (one homophone swapped into the
+    longest name of each query that has one, seeded; other queries are left out).
     """
     kb_path = fixtures / "kb.jsonl"
     queries_path = fixtures / "queries.jsonl"
@@ -234,9 +279,22 @@ def convert_fixtures(fixtures: Path, out: Path) -> ConversionReport:
         for obj in _read_objects(queries_path)
     ]
     qrels = read_qrels(qrels_path)
+    if variant == "traditional":
+        import opencc
+
+        s2t = opencc.OpenCC("s2t")
+        queries = [dataclasses.replace(q, text=s2t.convert(q.text)) for q in queries]
+    elif variant in TYPO_SEEDS:
+        rng = random.Random(TYPO_SEEDS[variant])
+        names = sorted({n for d in corpus for n in (d.title, *d.extra.get("aliases", ())) if n})
+        homophones = _homophones("".join(d.text for d in corpus))
+        typed = [(q, typo_query(q.text, names, homophones, rng)) for q in queries]
+        queries = [dataclasses.replace(q, text=t) for q, t in typed if t is not None]
+    elif variant != "plain":
+        raise DatasetError(f"unknown fixture variant {variant!r}")
     write_beir(out, corpus, queries, qrels)
     report = ConversionReport(
-        source=str(fixtures),
+        source=str(fixtures) + ("" if variant == "plain" else f" ({variant})"),
         level="document",
         corpus_docs=len(corpus),
         questions=len(queries),

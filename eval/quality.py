@@ -53,6 +53,7 @@ from retrieval.knowledge_base import index_text
 from retrieval.routing.router import ROUTE_OFF
 from retrieval.service import SearchQuery, SearchService
 from retrieval.settings import PROJECT_ROOT, Settings
+from retrieval.text import ANALYSIS
 from retrieval.types import DOC_ID_PATTERN, SearchMode
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def collection_name(corpus_sha: str, model_id: str, settings: Settings) -> str:
         "bm25": [settings.sparse.k1, settings.sparse.b, settings.sparse.epsilon],
         "reweight_drift": settings.sparse.reweight_drift,
         "lexicon": lexicon_digest(settings),
+        "analysis": ANALYSIS,
     }
     return "beir_" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -493,6 +495,7 @@ def _summary(
             "reweight_drift": settings.sparse.reweight_drift,
             "lexicon": list(settings.sparse.lexicon),
             "lexicon_digest": lexicon_digest(settings),
+            "analysis": ANALYSIS,
             "chunking": "one chunk per corpus entry",
             "head_repeats": settings.chunking.head_repeats,
             "depth": config.depth,

@@ -15,7 +15,7 @@ import msgspec
 from retrieval.highlight import find_terms, mark
 from retrieval.types import FusedHit
 
-ANSWER_SCHEMA = "3"
+ANSWER_SCHEMA = "4"
 """Bump when the answer's layout changes, so cached answers of an older layout are never served."""
 
 
@@ -45,6 +45,8 @@ class Explanation(AnswerPart):
     weights: dict[str, float]
     fusion: str = "rrf"
     ranker: dict[str, float] | None = None
+    entity: SourceExplanation | None = None
+    """Where the relation-question source (entries asked about and those they name) placed it."""
 
 
 class Highlight(AnswerPart):
@@ -132,6 +134,7 @@ def build_hits(
                     weights=dict(weights),
                     fusion=fusion,
                     ranker=dict(fused.contributions) if fused.contributions else None,
+                    entity=_source(fused, "entity"),
                 ),
                 highlights=[Highlight(start=m.start, end=m.end, term=m.term) for m in marks],
                 highlighted=mark(stored.text, marks),

@@ -34,6 +34,8 @@ from retrieval.settings import PROJECT_ROOT, Settings
 from retrieval.sparse.bm25 import Bm25Params, Bm25Statistics
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.sparse.tokenizer import JiebaTokenizer
+from retrieval.understanding.lexicon import Lexicon, LexiconEntry
+from retrieval.understanding.understander import QueryUnderstanding
 from retrieval.util import file_digest
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,20 @@ def build_tokenizer(settings: Settings) -> JiebaTokenizer:
     """jieba with the domain lexicon loaded."""
     words = lexicon_from([p for p in lexicon_paths(settings) if p.exists()])
     return JiebaTokenizer(words, mode=settings.sparse.mode, cache_dir=settings.data.dir / "jieba")
+
+
+def build_understanding(settings: Settings) -> QueryUnderstanding:
+    """Query understanding over the lexicon files' entries (titles, aliases, texts) and word lists."""
+    entries: list[LexiconEntry] = []
+    names: list[str] = []
+    for path in (p for p in lexicon_paths(settings) if p.exists()):
+        if path.suffix == ".jsonl":
+            entries.extend(
+                LexiconEntry(d.title, tuple(d.aliases), d.text) for d in read_jsonl(path) if d.title
+            )
+        else:
+            names.extend(lexicon_from([path]))
+    return QueryUnderstanding(Lexicon.build(entries, names), settings.understanding)
 
 
 def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -> Router | None:
@@ -209,6 +225,7 @@ async def open_engine(
             ),
             candidates=settings.fusion.candidates,
             router=build_router(settings, encoder.model_id, kb.sparse.tokenizer),
+            understanding=build_understanding(settings),
             observer=observer,
         )
         engine = Engine(settings, kb, service, CollectionManager(settings, kb))
@@ -236,11 +253,14 @@ async def ingest_fixture_file(kb: KnowledgeBase, settings: Settings) -> int:
     if kb.config.stats_path is None:
         raise ValueError("ingesting fixtures needs a knowledge base with a stats_path")
     marker = kb.config.stats_path.with_suffix(".fixtures.sha256")
-    digest = file_digest(path)
+    # The text analysis is part of the marker: fixtures indexed under another one are ingested again.
+    digest = f"{file_digest(path)} {kb.sparse.tokenizer.analysis}"
     if marker.exists() and marker.read_text().strip() == digest and kb.stats.n_docs > 0:
         return 0
     docs = [d.validate(settings.data.max_document_chars) for d in read_jsonl(path)]
     report = await kb.ingest(docs)
+    if kb.indexed_analysis != kb.sparse.tokenizer.analysis and report.chunks == kb.stats.n_docs:
+        await kb.analysed_anew()  # the fixtures were the whole collection: all of it is current
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(digest)
     logger.info("ingested %d fixture documents (%d chunks)", report.documents, report.chunks)

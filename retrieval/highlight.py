@@ -7,6 +7,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from retrieval.text import to_simplified
+
 
 @dataclass(frozen=True, slots=True)
 class Highlight:
@@ -18,10 +20,11 @@ class Highlight:
 
 
 def _folded(text: str) -> tuple[str, list[int]]:
-    """Text folded like the tokenizer folds it (NFKC, lower case), with each folded char's source index.
+    """Text folded like the tokenizer folds it (`retrieval.text.fold`), with each char's source index.
 
-    Folding one character can yield several (e.g. a ligature), so offsets are mapped back per
-    character rather than assumed equal.
+    NFKC can turn one character into several (e.g. a ligature), so offsets are mapped back per
+    character rather than assumed equal; the traditional-to-simplified step keeps the length, so
+    it applies to the whole folded text and the map still holds.
     """
     folded: list[str] = []
     origin: list[int] = []
@@ -29,7 +32,11 @@ def _folded(text: str) -> tuple[str, list[int]]:
         for out in unicodedata.normalize("NFKC", char).lower():
             folded.append(out)
             origin.append(index)
-    return "".join(folded), origin
+    joined = "".join(folded)
+    simplified = to_simplified(joined)
+    if len(simplified) != len(joined):  # never seen; per character keeps the map exact regardless
+        simplified = "".join(to_simplified(c) if len(to_simplified(c)) == 1 else c for c in joined)
+    return simplified, origin
 
 
 def find_terms(text: str, terms: Iterable[str]) -> list[Highlight]:

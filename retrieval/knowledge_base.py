@@ -23,9 +23,14 @@ from retrieval.journal import WriteJournal
 from retrieval.sparse.bm25 import Bm25Statistics, TermCounts
 from retrieval.sparse.encoder import Bm25Encoder
 from retrieval.store.protocol import VectorStore
+from retrieval.text import ANALYSIS
 from retrieval.types import ChunkRecord, SearchFilter, SearchMode, StoredHit, Vectors
 
 logger = logging.getLogger(__name__)
+
+LEGACY_ANALYSIS = "nfkc-lower"
+"""The analysis of stores whose statistics snapshot records none: made before traditional
+characters were folded (their terms of a traditional text are traditional tokens)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,9 @@ class KnowledgeBase:
         self.write_listeners: list[Callable[[], Awaitable[object]]] = []
         """Called after every committed change (ingest, delete, swap): caches invalidate here."""
         self._journals: dict[str, WriteJournal] = {}
+        self.indexed_analysis = ANALYSIS
+        """How the stored terms were made (`retrieval.text.ANALYSIS`); another value than the
+        tokenizer's means stored and query tokens may disagree until the documents are re-ingested."""
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -119,6 +127,16 @@ class KnowledgeBase:
         loaded = None
         if path is not None and not dirty:
             loaded = Bm25Statistics.load(path, self.stats.params, tag=self._snapshot_tag(info.rows))
+        if info.rows and path is not None:
+            self.indexed_analysis = Bm25Statistics.recorded_analysis(path) or LEGACY_ANALYSIS
+        if self.indexed_analysis != self.sparse.tokenizer.analysis:
+            logger.warning(
+                "collection %s was indexed under text analysis %r but the tokenizer uses %r: "
+                "traditional-character text may not match until its documents are ingested again",
+                info.name,
+                self.indexed_analysis,
+                self.sparse.tokenizer.analysis,
+            )
         if loaded is not None and loaded.n_docs == info.rows:
             self.sparse.stats = loaded
         elif info.rows:
@@ -146,7 +164,8 @@ class KnowledgeBase:
         if path is None:
             return
         tag = self._snapshot_tag(self.stats.n_docs)
-        await asyncio.to_thread(self.stats.save, path, tag=tag)
+        analysis = self.indexed_analysis
+        await asyncio.to_thread(lambda: self.stats.save(path, tag=tag, analysis=analysis))
         path.with_suffix(".dirty").unlink(missing_ok=True)
 
     def _mark_dirty(self) -> None:
@@ -161,6 +180,12 @@ class KnowledgeBase:
         self.stats.rebase()
         rewritten = await self.store.rewrite_sparse(self.sparse.stored_vector)
         logger.info("re-weighted %d sparse vectors (avgdl %.2f)", rewritten, self.stats.reference_avgdl)
+
+    async def analysed_anew(self) -> None:
+        """Record that every stored chunk was just written under the tokenizer's analysis."""
+        async with self._write_lock:
+            self.indexed_analysis = self.sparse.tokenizer.analysis
+            await self._persist_stats()
 
     async def close(self) -> None:
         """Close the encoder and the store."""

@@ -12,6 +12,7 @@ they are, and only a caller that wants the typed answer decodes them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -33,8 +34,8 @@ from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
 from retrieval.fusion import WeightedRRF
 from retrieval.knowledge_base import KnowledgeBase
 from retrieval.routing.router import ROUTE_OFF, Route, Router
-from retrieval.text import to_simplified
-from retrieval.types import FusedHit, SearchFilter, SearchMode, Vectors
+from retrieval.types import FusedHit, SearchFilter, SearchMode, StoredHit, Vectors
+from retrieval.understanding.understander import QueryUnderstanding, Understood
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class SearchService:
     router: Router | None = None
     cache: Cache | None = None
     observer: SearchObserver | None = None
+    understanding: QueryUnderstanding | None = None
     _background: set[asyncio.Task[object]] = field(default_factory=set, repr=False)
 
     # -- the query path ---------------------------------------------------------------------
@@ -109,10 +111,14 @@ class SearchService:
         often that answer is worse than the query's own.
         """
         started = time.perf_counter()
-        asked, text = query.text, normalise_query(query.text) or query.text
+        asked, typed = query.text, normalise_query(query.text) or query.text
         self._check_route(query)
+        # The search runs on the understood text (names read right); the cache key keeps the typed
+        # form and what was corrected, so each spelling gets an answer that says what it corrected.
+        understood = self.understanding.understand(typed) if self.understanding is not None else None
+        text = understood.text if understood is not None else typed
         cache = self.cache if query.use_cache else None
-        key = self._key(query, text)
+        key = self._key(query, typed, understood)
         lookup: CacheLookup | None = None
         if cache is not None:
             t0 = time.perf_counter()
@@ -120,8 +126,7 @@ class SearchService:
             if (hit := self._served(lookup, "exact", t0, started, asked)) is not None:
                 return hit
 
-        # Simplified, so a traditional-script query names the lexicon's entities too.
-        entities = self.kb.sparse.tokenizer.entities(to_simplified(text))
+        entities = self.kb.sparse.tokenizer.entities(text)  # folded: traditional script names them too
         if cache is not None:
             t0 = time.perf_counter()
             key = replace(key, canonical=canonical_form(text, entities, self.kb.sparse.tokenizer.words))
@@ -148,7 +153,9 @@ class SearchService:
             if (hit := self._served(lookup, "semantic", t0, started, asked)) is not None:
                 return hit
 
-        answer = await self._compute(query, text, vector, degraded, timings)
+        answer = await self._compute(query, text, vector, degraded, timings, understood)
+        if understood is not None and understood.corrected:
+            answer.corrected = dict(understood.corrected)
         payload = encode_answer(answer)
         took = (time.perf_counter() - started) * 1000
         if self.observer is not None:
@@ -161,7 +168,13 @@ class SearchService:
         return SearchResult(payload, asked, None, took, rounded, computed=answer)
 
     async def _compute(
-        self, query: SearchQuery, text: str, vector: Vectors | None, degraded: bool, timings: dict[str, float]
+        self,
+        query: SearchQuery,
+        text: str,
+        vector: Vectors | None,
+        degraded: bool,
+        timings: dict[str, float],
+        understood: Understood | None = None,
     ) -> Answer:
         mode, where = query.mode, query.where
         if degraded:
@@ -182,11 +195,32 @@ class SearchService:
         terms = self.kb.sparse.tokenizer.tokenize(text)  # once: BM25 here, highlights in the answer
         retrieved = await self.kb.retrieve(terms, vector, mode=mode, depth=depth, where=where)
         timings.update(retrieved.timings_ms)
+        if mode is SearchMode.HYBRID and understood is not None and understood.question is not None:
+            retrieved.ranked["entity"] = await self._entity_hits(understood, depth, where, timings)
         fused = self.fuser.fuse(retrieved.ranked, weights)
         if route is not None:
             fused = route.rescore(fused)  # boosts re-order the whole list, so paging comes after
         page = fused[query.offset : query.offset + query.top_k]
         return self._answer(query, page, terms, route, degraded)
+
+    async def _entity_hits(
+        self, understood: Understood, depth: int, where: SearchFilter, timings: dict[str, float]
+    ) -> list[StoredHit]:
+        """The entries a relation question asks about, then those they name: one store query.
+
+        Scored 1 for an asked entry, else its mention's closeness to what is asked (0..1).
+        """
+        question = understood.question
+        assert question is not None  # the caller checked
+        t0 = time.perf_counter()
+        found = await self.kb.store.titled(question.titles, depth, where)
+        timings["entity_ms"] = (time.perf_counter() - t0) * 1000
+        place = {title: i for i, title in enumerate(question.titles)}
+        score = dict.fromkeys(question.asked, 1.0) | dict(
+            zip(question.named, question.closeness, strict=True)
+        )
+        found.sort(key=lambda h: (place.get(h.title, len(place)), h.chunk_index, h.id))
+        return [dataclasses.replace(h, score=score.get(h.title, 0.0)) for h in found]
 
     def _answer(
         self, query: SearchQuery, page: list[FusedHit], terms: list[str], route: Route | None, degraded: bool
@@ -235,8 +269,12 @@ class SearchService:
         )
         return [hit.doc_id for hit in retrieved.ranked.get("sparse", [])]
 
-    def _key(self, query: SearchQuery, text: str) -> CacheKey:
+    def _key(self, query: SearchQuery, text: str, understood: Understood | None) -> CacheKey:
         fuser = self.fuser
+        understanding = "" if self.understanding is None else self.understanding.fingerprint()
+        if understood is not None and understood.corrected:
+            # In the partition: a semantic hit must have made the same corrections to be served.
+            understanding += "|" + ",".join(f"{k}>{v}" for k, v in sorted(understood.corrected.items()))
         config = "|".join(
             [
                 ANSWER_SCHEMA,
@@ -246,6 +284,7 @@ class SearchService:
                 str(self.candidates),
                 str(query.top_k),
                 str(query.offset),
+                understanding,
             ]
         )
         return CacheKey.for_query(

@@ -19,6 +19,7 @@ from retrieval.cache.config import CacheConfig
 from retrieval.encoders.factory import remote_config_from_env
 from retrieval.encoders.remote import RemoteEncoderConfig
 from retrieval.store.config import StoreConfig
+from retrieval.understanding.config import UnderstandingConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
@@ -113,6 +114,7 @@ class Settings:
     fusion: FusionSettings = field(default_factory=FusionSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
     remote_encoder: RemoteEncoderConfig | None = None
 
     @property
@@ -140,6 +142,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "fusion": FusionSettings,
     "routing": RoutingSettings,
     "cache": CacheConfig,
+    "understanding": UnderstandingConfig,
 }
 """The engine's sections of the settings files, by name."""
 

@@ -24,7 +24,12 @@ _jieba_log = logging.getLogger("jieba")
 _jieba_log.handlers.clear()
 _jieba_log.setLevel(logging.NOTSET)
 
-__all__ = ["jieba", "normalise", "to_simplified"]
+__all__ = ["ANALYSIS", "fold", "jieba", "normalise", "to_simplified"]
+
+ANALYSIS = "nfkc-lower+opencc-t2s"
+"""Names how `fold` treats text. Stored BM25 terms were made under one analysis: a store built
+under another (before traditional characters were folded: "nfkc-lower") gives other tokens for
+the same text, so whatever records an index records this too and a change is seen, not missed."""
 
 
 def normalise(text: str) -> str:
@@ -46,3 +51,8 @@ def to_simplified(text: str) -> str:
     """
     folded: str = _t2s().convert(text)
     return folded
+
+
+def fold(text: str) -> str:
+    """`normalise` then `to_simplified`: the form BM25 tokens, lexicon words and cache keys share."""
+    return to_simplified(normalise(text))

@@ -186,12 +186,17 @@ class Bm25Statistics:
         return vector
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, path: Path, *, tag: str) -> None:
-        """Write atomically; `tag` identifies the store state this snapshot matches."""
+    def save(self, path: Path, *, tag: str, analysis: str | None = None) -> None:
+        """Write atomically; `tag` identifies the store state this snapshot matches.
+
+        `analysis` records how the stored terms were made (`retrieval.text.ANALYSIS`), read back
+        by `recorded_analysis` whether or not the rest of the snapshot is still usable.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         payload = {
             "tag": tag,
+            "analysis": analysis,
             "n_docs": self.n_docs,
             "total_len": self.total_len,
             "reference_avgdl": self.reference_avgdl,
@@ -205,6 +210,16 @@ class Bm25Statistics:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+    @staticmethod
+    def recorded_analysis(path: Path) -> str | None:
+        """The analysis a snapshot recorded; None when there is no readable snapshot or it has none."""
+        try:
+            with path.open(encoding="utf-8") as fh:
+                value = json.load(fh).get("analysis")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
 
     @classmethod
     def load(cls, path: Path, params: Bm25Params, *, tag: str) -> Bm25Statistics | None:

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from retrieval.text import jieba, normalise
+from retrieval.text import ANALYSIS, fold, jieba
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +101,12 @@ class JiebaTokenizer:
         self._initialised = False
         self.add_words(lexicon)
 
+    analysis = ANALYSIS
+    """How text is folded before it is cut (`retrieval.text.fold`): part of what an index records."""
+
     @property
     def lexicon(self) -> frozenset[str]:
-        """The domain words this tokenizer keeps whole (normalised)."""
+        """The domain words this tokenizer keeps whole (folded: NFKC, lower case, simplified)."""
         return frozenset(self._lexicon)
 
     def _ensure_initialised(self) -> None:
@@ -118,15 +121,15 @@ class JiebaTokenizer:
         self._ensure_initialised()
         with self._lock:
             for word in words:
-                norm = normalise(word).strip()
+                norm = fold(word).strip()
                 if len(norm) >= 2 and norm not in self._lexicon:
                     self._lexicon.add(norm)
                     self._jieba.add_word(norm, freq=_LEXICON_FREQ)
 
     def tokenize(self, text: str) -> list[str]:
-        """Tokens of `text` after normalisation, stopword and punctuation removal."""
+        """Tokens of `text` after folding (`retrieval.text.fold`), stopword and punctuation removal."""
         self._ensure_initialised()
-        norm = normalise(text)
+        norm = fold(text)
         words: Iterable[str]
         if self.mode == "search":
             words = self._jieba.cut_for_search(norm, HMM=True)
@@ -138,9 +141,9 @@ class JiebaTokenizer:
         """Every word of `text` in order, function words and punctuation included (precise cut, no
         HMM, so the same text always splits the same way and lexicon names stay whole)."""
         self._ensure_initialised()
-        return list(self._jieba.cut(normalise(text), HMM=False))
+        return list(self._jieba.cut(fold(text), HMM=False))
 
     def entities(self, text: str) -> frozenset[str]:
         """Lexicon entries that occur in `text` as whole tokens (precise cut, so names stay whole)."""
         self._ensure_initialised()
-        return frozenset(w for w in self._jieba.cut(normalise(text), HMM=False) if w in self._lexicon)
+        return frozenset(w for w in self._jieba.cut(fold(text), HMM=False) if w in self._lexicon)

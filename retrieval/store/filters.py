@@ -42,3 +42,10 @@ def milvus_expression(where: SearchFilter) -> str:
 def doc_ids_expression(doc_ids: Sequence[str]) -> str:
     """Expression selecting every chunk of the given documents (validated here)."""
     return milvus_expression(SearchFilter.build(doc_ids=doc_ids))
+
+
+def titles_expression(titles: Sequence[str], where: SearchFilter) -> str:
+    """Chunks whose title is one of `titles` and that `where` allows (titles validated here)."""
+    clause = f"title in {_list(titles, 'title')}"
+    rest = milvus_expression(where)
+    return f"{clause} and ({rest})" if rest else clause

@@ -28,7 +28,7 @@ from pymilvus.exceptions import (
 
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.store.config import StoreConfig
-from retrieval.store.filters import doc_ids_expression, milvus_expression
+from retrieval.store.filters import doc_ids_expression, milvus_expression, titles_expression
 from retrieval.store.layout import (
     HNSW_EF,
     chunk_schema,
@@ -37,7 +37,15 @@ from retrieval.store.layout import (
     model_properties,
     recorded_model,
 )
-from retrieval.types import ChunkRecord, CollectionInfo, SearchFilter, SparseVector, StoredHit, StoredTerms
+from retrieval.types import (
+    SAFE_STRING,
+    ChunkRecord,
+    CollectionInfo,
+    SearchFilter,
+    SparseVector,
+    StoredHit,
+    StoredTerms,
+)
 from retrieval.util import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -375,6 +383,39 @@ class MilvusStore:
             return []
         params = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
         return await self._search("sparse", [vector], limit, where, params)
+
+    async def titled(self, titles: Sequence[str], limit: int, where: SearchFilter) -> list[StoredHit]:
+        """Chunks of the entries with these titles that `where` allows (score 0; one query).
+
+        A title a filter literal cannot hold (quotes, backslashes) cannot be asked for and is left out.
+        """
+        usable = [t for t in dict.fromkeys(titles) if SAFE_STRING.match(t)]
+        if not usable or limit <= 0:
+            return []
+        rows = await self._call(
+            "title query",
+            self._async().query(
+                self.collection,
+                filter=titles_expression(usable, where),
+                output_fields=_HIT_FIELDS,
+                limit=min(limit, _QUERY_WINDOW),
+                timeout=self.search_timeout_s,
+            ),
+            timeout_s=self.search_timeout_s,
+        )
+        return [
+            StoredHit(
+                id=str(row["id"]),
+                score=0.0,
+                doc_id=str(row.get("doc_id", "")),
+                title=str(row.get("title", "")),
+                kind=str(row.get("kind", "")),
+                text=str(row.get("text", "")),
+                chunk_index=int(row.get("chunk_index", 0)),
+                metadata=dict(row.get("metadata") or {}),
+            )
+            for row in rows
+        ]
 
     async def _search(
         self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]

@@ -54,6 +54,10 @@ class VectorStore(Protocol):
         """Chunks by inner product with a sparse query vector (the BM25 score)."""
         ...
 
+    async def titled(self, titles: Sequence[str], limit: int, where: SearchFilter) -> list[StoredHit]:
+        """Chunks of the entries with these titles that `where` allows (score 0; one query)."""
+        ...
+
     def iterate_terms(self, batch_size: int = 2000) -> AsyncIterator[list[StoredTerms]]:
         """Every chunk's BM25 bookkeeping, in batches (to rebuild BM25 statistics)."""
         ...

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 PACKAGE = PROJECT_ROOT / "retrieval"
 SHARED = {"retrieval.types", "retrieval.errors", "retrieval.util", "retrieval.text"}
 """What every role may import: value types, the error base, helpers, text normalisation."""
-ROLES = ("encoders", "sparse", "store", "fusion", "ranking", "routing", "cache")
+ROLES = ("encoders", "sparse", "store", "fusion", "ranking", "routing", "cache", "understanding")
 """Packages (or modules) that play one role each and compose nothing."""
 
 

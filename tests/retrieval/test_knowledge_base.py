@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from pathlib import Path
 
 import pytest
 from rank_bm25 import BM25Okapi
 
 from retrieval.documents import Document
-from retrieval.engine import Engine
+from retrieval.engine import Engine, ingest_fixture_file
 from retrieval.errors import ModelMismatch
-from retrieval.knowledge_base import index_text
+from retrieval.knowledge_base import LEGACY_ANALYSIS, index_text
 from retrieval.settings import Settings
+from retrieval.sparse.bm25 import Bm25Statistics
+from retrieval.text import ANALYSIS
 from retrieval.types import SearchFilter, SearchMode
 from tests.conftest import HashingEncoder, open_test_engine, search
 
@@ -226,3 +230,39 @@ async def test_ivf_flat_index_on_lite(settings: Settings) -> None:
         assert outcome.hits and len(outcome.hits) == 5
     finally:
         await engine.close()
+
+
+async def test_a_collection_indexed_before_folding_is_flagged_and_fixtures_are_ingested_again(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fixtures = tmp_path / "kb.jsonl"
+    fixtures.write_text(
+        json.dumps({"id": "char-1", "title": "顾青梧", "kind": "character", "text": "顾青梧是照影峰的弟子。"})
+        + "\n",
+        encoding="utf-8",
+    )
+    settings = dataclasses.replace(settings, data=dataclasses.replace(settings.data, fixtures=fixtures))
+    engine = await _open(settings)
+    assert await ingest_fixture_file(engine.kb, settings) == 1
+    snapshot = engine.kb.config.stats_path
+    assert snapshot is not None and engine.kb.indexed_analysis == ANALYSIS
+    await engine.close()
+    # What a store written before folding looks like: its snapshot records no analysis.
+    legacy = json.loads(snapshot.read_text())
+    del legacy["analysis"]
+    snapshot.write_text(json.dumps(legacy, ensure_ascii=False))
+    marker = snapshot.with_suffix(".fixtures.sha256")
+    marker.write_text(marker.read_text().split()[0])  # and its fixture marker the file digest alone
+
+    with caplog.at_level(logging.WARNING, logger="retrieval.knowledge_base"):
+        reopened = await _open(settings)
+    try:
+        assert reopened.kb.indexed_analysis == LEGACY_ANALYSIS
+        assert "indexed under text analysis 'nfkc-lower'" in caplog.text
+        # The fixtures are the whole collection: ingesting them again makes all of it current.
+        assert await ingest_fixture_file(reopened.kb, settings) == 1
+        assert reopened.kb.indexed_analysis == ANALYSIS
+        assert Bm25Statistics.recorded_analysis(snapshot) == ANALYSIS
+        assert await ingest_fixture_file(reopened.kb, settings) == 0  # and not again after that
+    finally:
+        await reopened.close()

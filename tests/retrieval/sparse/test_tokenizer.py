@@ -39,3 +39,14 @@ def test_search_mode_adds_sub_words(tmp_path: Path) -> None:
 def test_rejects_unknown_mode() -> None:
     with pytest.raises(ValueError, match="jieba mode"):
         JiebaTokenizer([], mode="full")
+
+
+@pytest.mark.unit
+def test_traditional_and_simplified_give_the_same_tokens(tmp_path: Path) -> None:
+    # The lexicon is written in simplified characters; a traditional query must still find its names.
+    tok = JiebaTokenizer(["顾青梧", "栖岚剑宗"], mode="search", cache_dir=tmp_path)
+    assert tok.tokenize("顧青梧是棲嵐劍宗的弟子") == tok.tokenize("顾青梧是栖岚剑宗的弟子")
+    assert {"顾青梧", "栖岚剑宗"} <= set(tok.tokenize("顧青梧是棲嵐劍宗的弟子"))
+    assert tok.entities("顧青梧的師父") == {"顾青梧"}
+    # A lexicon written in traditional characters is folded too.
+    assert JiebaTokenizer(["顧長庚"], cache_dir=tmp_path).lexicon == {"顾长庚"}

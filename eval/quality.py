@@ -256,7 +256,7 @@ def git_revision(cwd: Path = PROJECT_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def _documents(corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int) -> tuple[list[Document], int]:
+def documents_of(corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int) -> tuple[list[Document], int]:
     docs: list[Document] = []
     skipped = 0
     for entry in corpus.values():
@@ -282,7 +282,7 @@ def _documents(corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int) -
     return docs, skipped
 
 
-async def _open_ingested(
+async def open_ingested(
     settings: Settings,
     encoder: Encoder,
     dataset: BeirDataset,
@@ -292,7 +292,7 @@ async def _open_ingested(
     """The engine over the dataset's collection, ingesting it first unless a complete copy is there."""
     name = collection_name(corpus_digest(dataset.root), encoder.model_id, settings)
     marker = settings.data.dir / "eval" / f"{name}.json"
-    docs, skipped = _documents(dataset.corpus, ids, settings.data.max_document_chars)
+    docs, skipped = documents_of(dataset.corpus, ids, settings.data.max_document_chars)
     recorded: dict[str, Any] = json.loads(marker.read_text()) if marker.is_file() else {}
     probe = store_for(settings, name)
     try:
@@ -397,7 +397,7 @@ async def run_quality(
     ids = StoreIds(list(dataset.corpus))
     try:
         await encoder.discover_dim()  # a collection is named and sized by the model's dimension
-        engine, ingest = await _open_ingested(settings, encoder, dataset, ids, config)
+        engine, ingest = await open_ingested(settings, encoder, dataset, ids, config)
     except BaseException:
         await encoder.close()  # the engine owns it once open; until then nobody else closes it
         raise

@@ -124,7 +124,10 @@ def load_ranker(settings: Settings, model_id: str) -> LearnedRanker | None:
         return None
     if ranker.model_id != model_id:
         logger.warning(
-            "ranker in %s was trained on %s, not %s: fusion falls back to RRF", folder, ranker.model_id, model_id
+            "ranker in %s was trained on %s, not %s: fusion falls back to RRF",
+            folder,
+            ranker.model_id,
+            model_id,
         )
         return None
     return ranker

@@ -32,13 +32,19 @@ def add_rank_commands(subparsers: Any) -> None:
     sub = rank.add_subparsers(dest="rank_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", action="append", required=True, help="BEIR folder or shortcut; repeatable")
-        p.add_argument("--candidates", type=int, default=None, help="per-retriever depth (default fusion.candidates)")
+        p.add_argument(
+            "--dataset", action="append", required=True, help="BEIR folder or shortcut; repeatable"
+        )
+        p.add_argument(
+            "--candidates", type=int, default=None, help="per-retriever depth (default fusion.candidates)"
+        )
         p.add_argument("--threads", type=int, default=2, help="LightGBM threads")
         p.add_argument("--quiet", action="store_true")
 
     def training(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--holdout", type=float, default=0.15, help="share of queries held back for model choice")
+        p.add_argument(
+            "--holdout", type=float, default=0.15, help="share of queries held back for model choice"
+        )
         p.add_argument(
             "--weight", action="append", default=[], help="NAME=W: weight of a dataset's queries; repeatable"
         )
@@ -82,7 +88,9 @@ def _sets(names: list[str], args: argparse.Namespace, api: ApiSettings) -> list[
 
     settings = api.engine
     if args.candidates is not None:
-        settings = dataclasses.replace(settings, fusion=dataclasses.replace(settings.fusion, candidates=args.candidates))
+        settings = dataclasses.replace(
+            settings, fusion=dataclasses.replace(settings.fusion, candidates=args.candidates)
+        )
     # Candidates are what RRF and the ranker see: collect them with fusion off the model's path.
     out = []
     for name in names:
@@ -100,7 +108,10 @@ def cmd_rank_train(args: argparse.Namespace, api: ApiSettings) -> int:
     from retrieval.training.ranking.run import TrainOptions, command_line, train_command
 
     if HELD_ASIDE in args.dataset:
-        print(f"search-api rank train: {HELD_ASIDE} is held aside for figures, never trained on", file=sys.stderr)
+        print(
+            f"search-api rank train: {HELD_ASIDE} is held aside for figures, never trained on",
+            file=sys.stderr,
+        )
         return 2
     try:
         options = TrainOptions(holdout=args.holdout, weights=_weights(args.weight), threads=args.threads)

@@ -82,8 +82,7 @@ class LearnedRanker:
         """Raw model scores for full feature rows (`features.feature_matrix`)."""
         if not len(matrix):
             return np.zeros(0)
-        out: np.ndarray = self._booster.predict(matrix[:, self._columns], num_threads=1)
-        return out
+        return np.asarray(self._booster.predict(matrix[:, self._columns], num_threads=1))
 
     def rank(
         self, query: RankingInput, fused: Sequence[FusedHit], ranked: Mapping[str, Sequence[StoredHit]]

@@ -75,9 +75,7 @@ class CandidateSet:
         for chunk_id, score in source_list:
             base = self.hits[chunk_id]
             out.append(
-                StoredHit(
-                    base.id, score, base.doc_id, base.title, base.kind, base.text, 0, base.metadata
-                )
+                StoredHit(base.id, score, base.doc_id, base.title, base.kind, base.text, 0, base.metadata)
             )
         return out
 
@@ -124,7 +122,12 @@ async def collect(
     await encoder.discover_dim()
     collection = collection_name(corpus_digest(dataset.root), encoder.model_id, settings)
     depth = settings.fusion.candidates
-    cache = settings.data.dir / "ranking" / "candidates" / f"{collection}-q{_queries_key(judged)}-n{depth}.jsonl.gz"
+    cache = (
+        settings.data.dir
+        / "ranking"
+        / "candidates"
+        / f"{collection}-q{_queries_key(judged)}-n{depth}.jsonl.gz"
+    )
     records: dict[str, dict[str, Any]] = {}
     if cache.is_file():
         with gzip.open(cache, "rt", encoding="utf-8") as fh:

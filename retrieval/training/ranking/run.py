@@ -1,11 +1,11 @@
 """What `search-api rank train|cv|depth` do: candidate sets in, a ranker and a report out.
 
-    train   every --dataset's queries, minus a held-back share (by query) for choosing the
-            settings; writes ranker.txt, meta.json and report.md/json into --out.
-    cv      honest figures: each --dataset is scored by a model that never saw its queries
-            (k-fold by query for the --by-query datasets, the other datasets left out for the
-            rest), each --eval dataset by the model trained on all --dataset sets.
-    depth   Recall@100 of the candidate union and its size for each per-retriever depth N.
+train   every --dataset's queries, minus a held-back share (by query) for choosing the
+        settings; writes ranker.txt, meta.json and report.md/json into --out.
+cv      honest figures: each --dataset is scored by a model that never saw its queries
+        (k-fold by query for the --by-query datasets, the other datasets left out for the
+        rest), each --eval dataset by the model trained on all --dataset sets.
+depth   Recall@100 of the candidate union and its size for each per-retriever depth N.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from retrieval.training.ranking.train import (
     Trained,
     build_groups,
     evaluate,
+    evaluate_folds,
     gain_importance,
     split,
     train,
@@ -112,20 +113,27 @@ def train_command(
         "command": command,
     }
     trained.save(out, meta)
-    report = {**meta, "params": trained.params, "trials": trained.trials, "figures": figures,
-              "gain_importance": importance}
+    report = {
+        **meta,
+        "params": trained.params,
+        "trials": trained.trials,
+        "figures": figures,
+        "gain_importance": importance,
+    }
     lines = [
         f"# Ranker for `{model_id}`",
         "",
-        f"Trained on {', '.join(s.name for s in sets)}; {options.holdout:.0%} of each set's queries held back "
-        "(by a hash of the query) for choosing settings and early stopping. Figures below are on "
+        f"Trained on {', '.join(s.name for s in sets)}; {options.holdout:.0%} of each set's queries "
+        "held back (by a hash of the query) for choosing settings and early stopping. Figures below are on "
         "those held-back queries only.",
         "",
         _table(figures),
         "## Settings tried (held-back nDCG@10)",
         "",
-        markdown_table(["settings", "nDCG@10", "rounds"], [[json.dumps(t["params"]), t["valid_ndcg@10"],
-                                                             t["iterations"]] for t in trained.trials]),
+        markdown_table(
+            ["settings", "nDCG@10", "rounds"],
+            [[json.dumps(t["params"]), t["valid_ndcg@10"], t["iterations"]] for t in trained.trials],
+        ),
         "## Feature importance (share of total split gain)",
         "",
         markdown_table(["feature", "gain share"], [[f, g] for f, g in importance]),
@@ -133,7 +141,9 @@ def train_command(
         "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     log(_table(figures))
     return report
 
@@ -164,14 +174,17 @@ def cv_command(
                 trained = fit([*others, *rest], options)
                 per_fold.append((test, trained.ranker(model_id)))
                 log(f"{name} fold {k + 1}/{folds} trained")
-            figures[name] = _strip(_pooled(per_fold))
-            how[name] = f"{folds}-fold cross-validation by query (other folds + {', '.join(o for o in by_set if o != name)})"
+            figures[name] = _strip(evaluate_folds(per_fold))
+            rest_names = ", ".join(o for o in by_set if o != name)
+            how[name] = f"{folds}-fold cross-validation by query (other folds + {rest_names})"
         else:
             trained = fit(others, options)
             figures[name] = _strip(evaluate(gs, trained.ranker(model_id)))
             how[name] = f"model trained without it (on {', '.join(o for o in by_set if o != name)})"
-            trained.save(out / "models" / f"without-{name}", {"model_id": model_id, "command": command,
-                                                                "commit": _commit(), "without": name})
+            trained.save(
+                out / "models" / f"without-{name}",
+                {"model_id": model_id, "command": command, "commit": _commit(), "without": name},
+            )
         log(f"{name}: {how[name]}")
     if eval_sets:
         trained = fit([g for gs in by_set.values() for g in gs], options)
@@ -189,42 +202,16 @@ def cv_command(
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "cv.json").write_text(
-        json.dumps({"model_id": model_id, "figures": figures, "how": how, "command": command}, ensure_ascii=False,
-                   indent=2) + "\n",
+        json.dumps(
+            {"model_id": model_id, "figures": figures, "how": how, "command": command},
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     log("\n".join(lines))
     return figures
-
-
-def _pooled(per_fold: Sequence[tuple[Sequence[Group], Any]]) -> dict[str, Any]:
-    """One evaluation over every fold's test queries, each scored by its own fold's model."""
-    from eval.metrics import METRICS, evaluate_run
-
-    from retrieval.training.ranking.train import runs
-
-    merged: dict[str, dict[str, Any]] = {}
-    qrels: dict[str, dict[str, int]] = {}
-    labels: dict[str, dict[str, str]] = {}
-    for test, ranker in per_fold:
-        for mode, run in runs(test, ranker).items():
-            merged.setdefault(mode, {}).update(run)
-        for g in test:
-            qrels[g.query_id] = g.qrels
-            labels[g.query_id] = g.labels
-    evaluations = {m: evaluate_run(qrels, r, METRICS, name=m) for m, r in merged.items()}
-    result: dict[str, Any] = {"queries": len(qrels), "metrics": {m: e.mean for m, e in evaluations.items()}}
-    by_label: dict[str, dict[str, Any]] = {}
-    for label_field in sorted({k for lab in labels.values() for k in lab}):
-        members: dict[str, list[str]] = {}
-        for qid, lab in labels.items():
-            members.setdefault(lab.get(label_field, "(none)"), []).append(qid)
-        by_label[label_field] = {
-            value: {"queries": len(ids), **{m: e.group_means({value: ids})[value] for m, e in evaluations.items()}}
-            for value, ids in sorted(members.items())
-        }
-    result["by_label"] = by_label
-    return result
 
 
 def depth_command(sets: Sequence[CandidateSet], depths: Sequence[int], log: Callable[[str], None]) -> str:

@@ -80,7 +80,9 @@ class Group:
         return f"{self.dataset}/{self.query_id}"
 
 
-def build_groups(cs: CandidateSet, fuser: WeightedRRF | None = None, per_source: int | None = None) -> list[Group]:
+def build_groups(
+    cs: CandidateSet, fuser: WeightedRRF | None = None, per_source: int | None = None
+) -> list[Group]:
     """One group per judged query; `per_source` cuts each retriever's list first (depth studies)."""
     fuser = fuser or WeightedRRF()
     groups = []
@@ -91,7 +93,9 @@ def build_groups(cs: CandidateSet, fuser: WeightedRRF | None = None, per_source:
         grades = np.array([max(q.qrels.get(b, 0), 0) for b in beir], dtype=np.int32)
         matrix = feature_matrix(q.query, fused, ranked)
         alone = {s: [(cs.beir_id(cid), score) for cid, score in hits] for s, hits in q.ranked.items()}
-        groups.append(Group(cs.name, q.query_id, fused, matrix, grades, ranked, q.qrels, q.labels, beir, alone))
+        groups.append(
+            Group(cs.name, q.query_id, fused, matrix, grades, ranked, q.qrels, q.labels, beir, alone)
+        )
     return groups
 
 
@@ -111,7 +115,12 @@ def _dataset(groups: Sequence[Group], weights: Mapping[str, float]) -> lgb.Datas
     # LambdaRank reads one weight per query (LightGBM >= 4): small datasets can count for more.
     w = np.array([weights.get(g.dataset, 1.0) for g in use])
     return lgb.Dataset(
-        x, y, group=sizes, weight=w, feature_name=list(FEATURES), free_raw_data=False,
+        x,
+        y,
+        group=sizes,
+        weight=w,
+        feature_name=list(FEATURES),
+        free_raw_data=False,
         params={"feature_pre_filter": False},
     )
 
@@ -203,33 +212,49 @@ def runs(groups: Sequence[Group], ranker: LearnedRanker | None, depth: int = 100
     if ranker is not None:
         out["learned"] = {}
     for g in groups:
-        out["rrf"][g.query_id] = first_per_document(zip(g.beir_ids, (f.score for f in g.fused), strict=True))[:depth]
+        out["rrf"][g.query_id] = first_per_document(zip(g.beir_ids, (f.score for f in g.fused), strict=True))[
+            :depth
+        ]
         for mode, source in (("bm25", "sparse"), ("dense", "dense")):
             out[mode][g.query_id] = first_per_document(g.source_runs.get(source, []))[:depth]
         if ranker is not None:
             scores = ranker.scores(g.matrix)
             order = sorted(range(len(g.fused)), key=lambda i: (-scores[i], i))
-            out["learned"][g.query_id] = first_per_document(
-                (g.beir_ids[i], float(scores[i])) for i in order
-            )[:depth]
+            out["learned"][g.query_id] = first_per_document((g.beir_ids[i], float(scores[i])) for i in order)[
+                :depth
+            ]
     return out
 
 
 def evaluate(groups: Sequence[Group], ranker: LearnedRanker | None) -> dict[str, Any]:
     """Mean metrics per run, and nDCG@10/Recall@10 per label value (e.g. per query style)."""
-    if not groups:
-        return {}
-    made = runs(groups, ranker)
-    qrels = {g.query_id: g.qrels for g in groups}
-    evaluations = {m: evaluate_run(qrels, r, METRICS, name=m) for m, r in made.items()}
-    result: dict[str, Any] = {"queries": len(groups), "metrics": {m: e.mean for m, e in evaluations.items()}}
-    by_label: dict[str, dict[str, Any]] = {}
-    for label_field in sorted({k for g in groups for k in g.labels}):
-        members: dict[str, list[str]] = {}
+    return evaluate_folds([(groups, ranker)])
+
+
+def evaluate_folds(folds: Sequence[tuple[Sequence[Group], LearnedRanker | None]]) -> dict[str, Any]:
+    """One evaluation over several folds' queries, each fold's scored by its own ranker."""
+    made: dict[str, RankedRun] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    labels: dict[str, dict[str, str]] = {}
+    for groups, ranker in folds:
+        for mode, run in runs(groups, ranker).items():
+            made.setdefault(mode, {}).update(run)
         for g in groups:
-            members.setdefault(g.labels.get(label_field, "(none)"), []).append(g.query_id)
+            qrels[g.query_id], labels[g.query_id] = g.qrels, g.labels
+    if not qrels:
+        return {}
+    evaluations = {m: evaluate_run(qrels, r, METRICS, name=m) for m, r in made.items()}
+    result: dict[str, Any] = {"queries": len(qrels), "metrics": {m: e.mean for m, e in evaluations.items()}}
+    by_label: dict[str, dict[str, Any]] = {}
+    for label_field in sorted({k for lab in labels.values() for k in lab}):
+        members: dict[str, list[str]] = {}
+        for query_id, lab in labels.items():
+            members.setdefault(lab.get(label_field, "(none)"), []).append(query_id)
         by_label[label_field] = {
-            value: {"queries": len(ids), **{m: e.group_means({value: ids})[value] for m, e in evaluations.items()}}
+            value: {
+                "queries": len(ids),
+                **{m: e.group_means({value: ids})[value] for m, e in evaluations.items()},
+            }
             for value, ids in sorted(members.items())
         }
     result["by_label"] = by_label

@@ -18,11 +18,10 @@ from tests.search_api.conftest import serving
 pytestmark = pytest.mark.integration
 
 
-def _with_fusion(api: ApiSettings, **fusion: str) -> ApiSettings:
+def _with_fusion(api: ApiSettings, method: str, ranker: str = "") -> ApiSettings:
     engine: Settings = api.engine
-    return dataclasses.replace(
-        api, engine=dataclasses.replace(engine, fusion=dataclasses.replace(engine.fusion, **fusion))
-    )
+    fusion = dataclasses.replace(engine.fusion, method=method, ranker=ranker)
+    return dataclasses.replace(api, engine=dataclasses.replace(engine, fusion=fusion))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ BASE_PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-MAX_ROUNDS = 400
+MAX_ROUNDS = 300
 EARLY_STOP = 40
 
 

@@ -112,8 +112,8 @@ def _dataset(groups: Sequence[Group], weights: Mapping[str, float]) -> lgb.Datas
     x = np.vstack([g.matrix for g in use])
     y = np.concatenate([g.grades for g in use])
     sizes = [len(g.grades) for g in use]
-    # LambdaRank reads one weight per query (LightGBM >= 4): small datasets can count for more.
-    w = np.array([weights.get(g.dataset, 1.0) for g in use])
+    # LambdaRank takes each query's weight from its rows (all alike): small datasets can count more.
+    w = np.repeat([weights.get(g.dataset, 1.0) for g in use], sizes)
     return lgb.Dataset(
         x,
         y,

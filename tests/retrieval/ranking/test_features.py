@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -79,3 +80,29 @@ def test_an_extra_source_gets_columns_and_an_unknown_one_is_ignored() -> None:
     m = feature_matrix(RankingInput("顾长庚的师父", ["顾长庚", "的", "师父"], {}), fused, ranked)
     assert m[0, col("entity_rank")] == 1 and m[0, col("entity_score")] == 1.0
     assert m.shape[1] == len(FEATURES)
+
+
+def test_the_joined_search_equals_a_per_candidate_search() -> None:
+    # Random strings over a small alphabet: many partial overlaps, spans across candidates' borders.
+    rng = random.Random(5)
+    alphabet = "顾长庚沈青崖的师父剑"
+    hits = [
+        hit(
+            f"h{i}#0",
+            1.0 - i / 100,
+            "".join(rng.choices(alphabet, k=rng.randint(0, 4))),
+            "".join(rng.choices(alphabet, k=rng.randint(0, 30))),
+        )
+        for i in range(60)
+    ]
+    for _ in range(20):
+        text = "".join(rng.choices(alphabet, k=rng.randint(1, 8)))
+        terms = [text[: len(text) // 2], text[len(text) // 2 :]]
+        fused = WeightedRRF().fuse({"dense": hits})
+        m = feature_matrix(RankingInput(text, terms, dict.fromkeys(terms, 1.0)), fused, {"dense": hits})
+        for row, f in enumerate(fused):
+            head = "\n".join(n for n in (f.hit.title,) if n)
+            span = max(longest_shared_span(text, f.hit.text), longest_shared_span(text, head) if head else 0)
+            assert m[row, col("span_chars")] == span
+            present = [t in f.hit.text or t in head for t in query_terms(terms)]
+            assert m[row, col("term_coverage")] == pytest.approx(sum(present) / len(present))

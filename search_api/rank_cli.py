@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ def add_rank_commands(subparsers: Any) -> None:
         )
         p.add_argument(
             "--weight", action="append", default=[], help="NAME=W: weight of a dataset's queries; repeatable"
+        )
+        p.add_argument(
+            "--params",
+            default=None,
+            help='one LightGBM setting as JSON instead of trying the built-in few, e.g. {"num_leaves": 15}',
         )
 
     train = sub.add_parser("train", help="train a ranker from judged datasets")
@@ -81,6 +87,19 @@ def _weights(pairs: list[str]) -> dict[str, float]:
     return out
 
 
+def _options(args: argparse.Namespace) -> Any:
+    from retrieval.training.ranking.run import TrainOptions
+    from retrieval.training.ranking.train import PARAM_OPTIONS
+
+    try:
+        params = (json.loads(args.params),) if args.params else PARAM_OPTIONS
+    except ValueError as exc:
+        raise ValueError(f"--params is not JSON: {exc}") from exc
+    return TrainOptions(
+        holdout=args.holdout, weights=_weights(args.weight), threads=args.threads, params=params
+    )
+
+
 def _sets(names: list[str], args: argparse.Namespace, api: ApiSettings) -> list[Any]:
     from eval.cli import resolve_dataset
     from eval.converters import CMRC_DEV
@@ -105,7 +124,7 @@ def _log(line: str) -> None:
 
 def cmd_rank_train(args: argparse.Namespace, api: ApiSettings) -> int:
     """Train a ranker; refuses the held-aside DRCD part."""
-    from retrieval.training.ranking.run import TrainOptions, command_line, train_command
+    from retrieval.training.ranking.run import command_line, train_command
 
     if HELD_ASIDE in args.dataset:
         print(
@@ -114,7 +133,7 @@ def cmd_rank_train(args: argparse.Namespace, api: ApiSettings) -> int:
         )
         return 2
     try:
-        options = TrainOptions(holdout=args.holdout, weights=_weights(args.weight), threads=args.threads)
+        options = _options(args)
         sets = _sets(args.dataset, args, api)
         train_command(sets, Path(args.out), options, command_line(), _log)
     except ValueError as exc:
@@ -125,13 +144,13 @@ def cmd_rank_train(args: argparse.Namespace, api: ApiSettings) -> int:
 
 def cmd_rank_cv(args: argparse.Namespace, api: ApiSettings) -> int:
     """Cross-validated figures (see `retrieval.training.ranking.run`)."""
-    from retrieval.training.ranking.run import TrainOptions, command_line, cv_command
+    from retrieval.training.ranking.run import command_line, cv_command
 
     if HELD_ASIDE in args.dataset:
         print(f"search-api rank cv: {HELD_ASIDE} may only be an --eval dataset", file=sys.stderr)
         return 2
     try:
-        options = TrainOptions(holdout=args.holdout, weights=_weights(args.weight), threads=args.threads)
+        options = _options(args)
         sets = _sets(args.dataset, args, api)
         evals = _sets(args.eval, args, api)
         by_query = [s.name for s in sets if s.name in args.by_query]

@@ -22,6 +22,7 @@ from eval.metrics import markdown_table
 from retrieval.settings import PROJECT_ROOT
 from retrieval.training.ranking.candidates import CandidateSet
 from retrieval.training.ranking.train import (
+    PARAM_OPTIONS,
     Group,
     Trained,
     build_groups,
@@ -46,6 +47,8 @@ class TrainOptions:
     weights: Mapping[str, float] | None = None
     """Per-dataset query weight (default 1)."""
     threads: int = 2
+    params: Sequence[Mapping[str, Any]] = PARAM_OPTIONS
+    """LightGBM settings tried (the best on the held-back share is kept)."""
 
 
 def _commit() -> str:
@@ -59,7 +62,9 @@ def _commit() -> str:
 def fit(groups: Sequence[Group], options: TrainOptions) -> Trained:
     """Train on `groups` minus their held-back share, choosing settings on that share."""
     train_part, valid_part = split(groups, options.holdout)
-    return train(train_part, valid_part, weights=options.weights, threads=options.threads)
+    return train(
+        train_part, valid_part, options=options.params, weights=options.weights, threads=options.threads
+    )
 
 
 def _table(figures: Mapping[str, Mapping[str, Any]]) -> str:

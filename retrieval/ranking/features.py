@@ -218,7 +218,9 @@ def feature_matrix(
     pairs[:, 7] = spans / q_len
     pairs[:, 8] = head_spans / q_len
     pairs[:, 9] = [1.0 if text_q in ns else 0.0 for ns in names]
-    pairs[:, 10] = [max((len(nm) for nm in ns if len(nm) >= 2 and nm in text_q), default=0) / q_len for ns in names]
+    pairs[:, 10] = [
+        max((len(nm) for nm in ns if len(nm) >= 2 and nm in text_q), default=0) / q_len for ns in names
+    ]
     pairs[:, 11] = [1.0 if any(text_q in nm for nm in ns) else 0.0 for ns in names]
     pairs[:, 12] = [h / len(t) if t else 0.0 for h, t in zip(head_spans.tolist(), titles, strict=True)]
     pairs[:, 13] = [f.hit.text.count(t) if len(t) >= 2 else 0 for f, t in zip(hits, titles, strict=True)]

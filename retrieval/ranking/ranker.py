@@ -33,11 +33,19 @@ TOP_CONTRIBUTIONS = 5
 
 @dataclass(frozen=True)
 class Ranked:
-    """A query's candidates in the ranker's order; `scores` are the model's raw outputs."""
+    """A query's candidates and the ranker's order of them (raw model scores)."""
 
-    hits: list[FusedHit]
+    fused: Sequence[FusedHit]
+    order: np.ndarray
+    """Indexes into `fused`, best first (ties: the fused order, which is deterministic)."""
+    scores: np.ndarray
     matrix: np.ndarray
-    """Feature rows in `hits` order (kept for the page's contributions)."""
+    """Feature rows in `fused` order (kept for the page's contributions)."""
+
+    @property
+    def hits(self) -> list[FusedHit]:
+        """Every candidate in the ranker's order, scored by it (no contributions)."""
+        return [replace(self.fused[i], score=float(self.scores[i])) for i in self.order.tolist()]
 
 
 class LearnedRanker:
@@ -90,22 +98,21 @@ class LearnedRanker:
         """The candidates ordered by the model (ties: the fused order, which is deterministic)."""
         matrix = feature_matrix(query, fused, ranked)
         scores = self.scores(matrix)
-        order = sorted(range(len(fused)), key=lambda i: (-scores[i], i))
-        hits = [replace(fused[i], score=float(scores[i])) for i in order]
-        return Ranked(hits, matrix[order])
+        order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
+        return Ranked(fused, order, scores, matrix)
 
     def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
-        """Hits [start, stop) with their largest feature contributions (by absolute value)."""
-        page = ranked.hits[start:stop]
-        if not page:
+        """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
+        chosen = ranked.order[start:stop]
+        if not len(chosen):
             return []
-        rows = ranked.matrix[start:stop][:, self._columns]
+        rows = ranked.matrix[chosen][:, self._columns]
         contrib = np.asarray(self._booster.predict(rows, num_threads=1, pred_contrib=True))
         out = []
-        for hit, values in zip(page, contrib, strict=True):
+        for i, values in zip(chosen.tolist(), contrib, strict=True):
             per_feature = values[:-1]  # the last column is the model's bias
             top = np.argsort(-np.abs(per_feature))[:TOP_CONTRIBUTIONS]
-            contributions = {self.features[i]: round(float(per_feature[i]), 4) for i in top}
+            contributions = {self.features[j]: round(float(per_feature[j]), 4) for j in top}
             contributions["bias"] = round(float(values[-1]), 4)
-            out.append(replace(hit, contributions=contributions))
+            out.append(replace(ranked.fused[i], score=float(ranked.scores[i]), contributions=contributions))
         return out

@@ -190,7 +190,8 @@ class SearchService:
         timings.update(retrieved.timings_ms)
         fused = self.fuser.fuse(retrieved.ranked, weights)
         start, stop = query.offset, query.offset + query.top_k
-        if self._learned(query):
+        # The ranker orders the two retrievers' union; a dense or sparse search keeps its own order.
+        if self._learned(query) and mode is SearchMode.HYBRID:
             assert self.ranker is not None  # _learned checked it
             t0 = time.perf_counter()
             ranked = self.ranker.rank(self.ranking_input(text, terms, depth), fused, retrieved.ranked)
@@ -296,8 +297,8 @@ class SearchService:
         )
 
     def _ranker_key(self, query: SearchQuery) -> str:
-        # The method that actually orders the hits, and the exact model when it is the ranker.
-        if self._learned(query):
+        # The method that may order the hits, and the exact model when it is the ranker.
+        if self._learned(query) and query.mode is SearchMode.HYBRID:
             assert self.ranker is not None
             return f"learned:{self.ranker.digest}"
         return "rrf"

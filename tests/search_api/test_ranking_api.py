@@ -104,3 +104,11 @@ def test_fusion_settings_are_validated() -> None:
     with pytest.raises(ValueError, match=r"fusion\.method"):
         load_settings(environ={"SEARCH_FUSION_METHOD": "borda"})
     assert load_settings(environ={"SEARCH_FUSION_METHOD": "rrf"}).fusion.method == "rrf"
+
+
+async def test_a_single_retriever_keeps_its_own_order_under_learned(learned: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    body = (
+        await learned.post("/v1/search", json={"query": "断剑客", "mode": "sparse", "cache": False})
+    ).json()
+    assert body["hits"] and all(h["explanation"]["fusion"] == "rrf" for h in body["hits"])
+    assert [h["explanation"]["sparse"]["rank"] for h in body["hits"]] == list(range(1, len(body["hits"]) + 1))

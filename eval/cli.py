@@ -135,6 +135,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
         rrf_k=args.rrf_k,
         dense_weight=args.dense_weight,
         sparse_weight=args.sparse_weight,
+        fusion_method=args.fusion,
+        ranker=args.ranker,
     )
     dataset, name = resolve_dataset(args.dataset, settings, Path(args.cmrc_input), args.quiet)
     config = QualityConfig(
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"BEIR folder, or one of {', '.join(DATASET_SHORTCUTS)} (converted into the data folder)",
     )
     quality.add_argument(
-        "--modes", default="bm25,dense,hybrid", help="comma-separated: bm25,dense,hybrid,routed"
+        "--modes", default="bm25,dense,hybrid", help="comma-separated: bm25,dense,hybrid,hybrid-rrf,routed"
     )
     quality.add_argument("--out", required=True, help="output folder")
     quality.add_argument("--encoder-precision", choices=["int8", "fp32"], default=None)
@@ -314,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--rrf-k", type=int, default=None, help="RRF k (default: settings fusion.k)")
     quality.add_argument("--dense-weight", type=_non_negative_float, default=None)
     quality.add_argument("--sparse-weight", type=_non_negative_float, default=None)
+    quality.add_argument(
+        "--fusion",
+        choices=("learned", "rrf"),
+        default=None,
+        help="how `hybrid` and `routed` order hits (default fusion.method); `hybrid-rrf` is RRF",
+    )
+    quality.add_argument("--ranker", default=None, help="ranker folder to serve (default: fusion.ranker)")
     quality.add_argument("--limit-queries", type=_positive_int, default=None, help="first N judged queries")
     quality.add_argument(
         "--depth", type=_positive_int, default=100, help="documents kept per query (default 100)"

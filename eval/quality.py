@@ -65,6 +65,8 @@ MODES: Mapping[str, SearchMode] = {
 }
 ROUTED = "routed"
 """Hybrid with the intent router choosing the route; the other modes turn routing off."""
+HYBRID_RRF = "hybrid-rrf"
+"""Hybrid ordered by weighted RRF whatever the configured fusion (`hybrid` uses the configured one)."""
 
 STORE_SCHEMA = 1
 """Bump when what `quality` stores per document changes, so old collections are not reused."""
@@ -79,9 +81,9 @@ def parse_modes(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     if not names:
         raise ValueError("no mode given")
-    unknown = [n for n in names if n not in MODES and n != ROUTED]
+    unknown = [n for n in names if n not in MODES and n not in (ROUTED, HYBRID_RRF)]
     if unknown:
-        raise ValueError(f"unknown mode(s) {unknown}; choose from {[*MODES, ROUTED]}")
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {[*MODES, ROUTED, HYBRID_RRF]}")
     return tuple(dict.fromkeys(names))
 
 
@@ -89,6 +91,10 @@ def mode_query(mode_name: str, text: str, depth: int, *, cache: bool) -> SearchQ
     """The served query of an evaluation mode: `routed` lets the router choose, the rest turn it off."""
     if mode_name == ROUTED:
         return SearchQuery(text, top_k=depth, mode=SearchMode.HYBRID, use_cache=cache)
+    if mode_name == HYBRID_RRF:
+        return SearchQuery(
+            text, top_k=depth, mode=SearchMode.HYBRID, route=ROUTE_OFF, use_cache=cache, fusion="rrf"
+        )
     return SearchQuery(text, top_k=depth, mode=MODES[mode_name], route=ROUTE_OFF, use_cache=cache)
 
 
@@ -184,6 +190,8 @@ def with_overrides(
     rrf_k: int | None = None,
     dense_weight: float | None = None,
     sparse_weight: float | None = None,
+    fusion_method: str | None = None,
+    ranker: str | None = None,
 ) -> Settings:
     """Settings with the CLI's overrides applied (engine defaults stay untouched elsewhere)."""
     if precision is not None and precision not in {"int8", "fp32"}:
@@ -193,6 +201,8 @@ def with_overrides(
         k=settings.fusion.k if rrf_k is None else rrf_k,
         dense_weight=settings.fusion.dense_weight if dense_weight is None else dense_weight,
         sparse_weight=settings.fusion.sparse_weight if sparse_weight is None else sparse_weight,
+        method=settings.fusion.method if fusion_method is None else fusion_method,
+        ranker=settings.fusion.ranker if ranker is None else str(Path(ranker).resolve()),
     )
     if fusion.k < 0 or fusion.dense_weight < 0 or fusion.sparse_weight < 0:
         raise ValueError("RRF k and weights must be >= 0")
@@ -258,7 +268,9 @@ def git_revision(cwd: Path = PROJECT_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def _documents(corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int) -> tuple[list[Document], int]:
+def documents_of(
+    corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int
+) -> tuple[list[Document], int]:
     docs: list[Document] = []
     skipped = 0
     for entry in corpus.values():
@@ -284,7 +296,7 @@ def _documents(corpus: Mapping[str, CorpusDoc], ids: StoreIds, max_chars: int) -
     return docs, skipped
 
 
-async def _open_ingested(
+async def open_ingested(
     settings: Settings,
     encoder: Encoder,
     dataset: BeirDataset,
@@ -294,7 +306,7 @@ async def _open_ingested(
     """The engine over the dataset's collection, ingesting it first unless a complete copy is there."""
     name = collection_name(corpus_digest(dataset.root), encoder.model_id, settings)
     marker = settings.data.dir / "eval" / f"{name}.json"
-    docs, skipped = _documents(dataset.corpus, ids, settings.data.max_document_chars)
+    docs, skipped = documents_of(dataset.corpus, ids, settings.data.max_document_chars)
     recorded: dict[str, Any] = json.loads(marker.read_text()) if marker.is_file() else {}
     probe = store_for(settings, name)
     try:
@@ -399,7 +411,7 @@ async def run_quality(
     ids = StoreIds(list(dataset.corpus))
     try:
         await encoder.discover_dim()  # a collection is named and sized by the model's dimension
-        engine, ingest = await _open_ingested(settings, encoder, dataset, ids, config)
+        engine, ingest = await open_ingested(settings, encoder, dataset, ids, config)
     except BaseException:
         await encoder.close()  # the engine owns it once open; until then nobody else closes it
         raise
@@ -425,7 +437,8 @@ async def run_quality(
         if len(modes) >= 2
         else None
     )
-    summary = _summary(config, settings, dataset, judged, ingest, encoder.model_id, modes, comparison)
+    ranker = engine.service.ranker.describe() if engine.service.ranker is not None else None
+    summary = _summary(config, settings, dataset, judged, ingest, encoder.model_id, modes, comparison, ranker)
     markdown = results_markdown(summary, comparison)
     _write_outputs(config, modes, summary, markdown)
     return QualityResult(summary, markdown, modes, comparison)
@@ -458,6 +471,7 @@ def _summary(
     model_id: str,
     modes: Mapping[str, ModeResult],
     comparison: Comparison | None,
+    ranker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     conversion_path = dataset.root / CONVERSION_FILE
     conversion = json.loads(conversion_path.read_text()) if conversion_path.is_file() else None
@@ -485,6 +499,8 @@ def _summary(
             "model_id": model_id,
             "precision": settings.model.precision,
             "fusion": {
+                "method": settings.fusion.method,
+                "ranker": ranker,
                 "k": settings.fusion.k,
                 "dense_weight": settings.fusion.dense_weight,
                 "sparse_weight": settings.fusion.sparse_weight,
@@ -580,7 +596,8 @@ def results_markdown(summary: Mapping[str, Any], comparison: Comparison | None) 
         f"# Retrieval quality: {ds['name']}",
         "",
         f"{ds['queries_evaluated']} queries over {ds['corpus_docs']} documents; "
-        f"model `{cfg['model_id']}` ({cfg['precision']}); RRF k={cfg['fusion']['k']}, "
+        f"model `{cfg['model_id']}` ({cfg['precision']}); fusion `{cfg['fusion'].get('method')}` (ranker "
+        f"{(cfg['fusion'].get('ranker') or {}).get('digest', 'none')}); RRF k={cfg['fusion']['k']}, "
         f"weights dense={cfg['fusion']['dense_weight']} sparse={cfg['fusion']['sparse_weight']}, "
         f"candidates={cfg['fusion']['candidates']}; jieba `{cfg['jieba_mode']}`.",
         "",

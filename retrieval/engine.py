@@ -28,6 +28,8 @@ from retrieval.encoders.protocol import Encoder
 from retrieval.errors import EncoderRejected, EncoderUnavailable, ModelMismatch, StoreUnavailable
 from retrieval.fusion import WeightedRRF
 from retrieval.knowledge_base import KnowledgeBase, KnowledgeBaseConfig
+from retrieval.ranking.ranker import META_FILE as RANKER_META
+from retrieval.ranking.ranker import LearnedRanker
 from retrieval.routing.router import Router, load_router
 from retrieval.service import SearchObserver, SearchService
 from retrieval.settings import PROJECT_ROOT, Settings
@@ -102,6 +104,49 @@ def build_router(settings: Settings, model_id: str, tokenizer: JiebaTokenizer) -
     except ModelMismatch as exc:
         logger.warning("routing off: %s (retrain with `search-api intents train`)", exc)
         return None
+
+
+SHIPPED_RANKERS = PROJECT_ROOT / "fixtures" / "ranking"
+"""Rankers trained by `search-api rank train`, one folder per encoder model id (PROVENANCE.md there)."""
+
+
+def ranker_folder(settings: Settings, model_id: str) -> Path | None:
+    """Where the ranker for `model_id` is: the configured folder, the data folder's, the shipped one."""
+    if settings.fusion.ranker:
+        configured = Path(settings.fusion.ranker)
+        return configured if configured.is_absolute() else PROJECT_ROOT / configured
+    for folder in (settings.data.dir / "ranking" / model_id, SHIPPED_RANKERS / model_id):
+        if (folder / RANKER_META).is_file():
+            return folder
+    return None
+
+
+def load_ranker(settings: Settings, model_id: str) -> LearnedRanker | None:
+    """The learned ranker for this encoder, or None (logged): then "learned" answers with RRF.
+
+    A ranker reads the dense scores of the model it was trained with, so one trained on another
+    model is refused rather than fed scores of another scale.
+    """
+    if settings.fusion.method != "learned":
+        return None
+    folder = ranker_folder(settings, model_id)
+    if folder is None:
+        logger.warning("no ranker for %s: fusion falls back to RRF (`search-api rank train`)", model_id)
+        return None
+    try:
+        ranker = LearnedRanker.load(folder)
+    except ModelMismatch as exc:
+        logger.warning("ranker in %s unusable, fusion falls back to RRF: %s", folder, exc)
+        return None
+    if ranker.model_id != model_id:
+        logger.warning(
+            "ranker in %s was trained on %s, not %s: fusion falls back to RRF",
+            folder,
+            ranker.model_id,
+            model_id,
+        )
+        return None
+    return ranker
 
 
 async def open_knowledge_base(
@@ -227,6 +272,8 @@ async def open_engine(
             router=build_router(settings, encoder.model_id, kb.sparse.tokenizer),
             understanding=build_understanding(settings),
             observer=observer,
+            fusion=settings.fusion.method,
+            ranker=load_ranker(settings, encoder.model_id),
         )
         engine = Engine(settings, kb, service, CollectionManager(settings, kb))
         if cache and settings.cache.enabled:

@@ -1,12 +1,16 @@
 """The served query path, in process: what `/v1/search`, `search-eval` and the benchmarks all run.
 
-    exact cache -> canonical cache -> encode once -> semantic cache -> route -> retrieve -> fuse
-    -> page -> store
+    understand -> exact cache -> canonical cache -> encode once -> semantic cache -> route
+    -> retrieve -> fuse -> rank -> page -> store
 
 The query vector is computed once and serves the semantic cache, the router and dense retrieval.
 An encoder failure degrades a hybrid search to BM25 alone (`degraded`), here and nowhere else.
 The answer is kept as JSON bytes (`retrieval.answer`); a cache hit returns the stored bytes as
 they are, and only a caller that wants the typed answer decodes them.
+
+Fusion is "learned" (the LambdaRank stage of `retrieval.ranking` orders the union of both
+retrievers' candidates, RRF's score being one of its features) or "rrf" (weighted RRF alone).
+Without a ranker for the served encoder, "learned" answers with RRF and every hit says so.
 """
 
 from __future__ import annotations
@@ -30,14 +34,35 @@ from retrieval.cache.protocol import (
     filters_key,
     normalise_query,
 )
-from retrieval.errors import EncoderRejected, EncoderUnavailable, UnknownIntent
+from retrieval.errors import EncoderRejected, EncoderUnavailable, InvalidRequest, UnknownIntent
 from retrieval.fusion import WeightedRRF
 from retrieval.knowledge_base import KnowledgeBase
+from retrieval.ranking.features import RankingInput
+from retrieval.ranking.ranker import LearnedRanker
 from retrieval.routing.router import ROUTE_OFF, Route, Router
 from retrieval.types import FusedHit, SearchFilter, SearchMode, StoredHit, Vectors
 from retrieval.understanding.understander import QueryUnderstanding, Understood
 
 logger = logging.getLogger(__name__)
+
+FUSIONS = ("learned", "rrf")
+"""How candidates are ordered: the learned ranker (when one is loaded) or weighted RRF."""
+
+
+class UnknownFusion(InvalidRequest):
+    """A fusion method other than `FUSIONS`."""
+
+    code = "invalid_fusion"
+
+    def __init__(self, value: str):
+        super().__init__(f"fusion must be one of {', '.join(FUSIONS)}, not {value!r}", field="fusion")
+
+
+def check_fusion(value: str) -> str:
+    """`value` if it names a fusion method; else `UnknownFusion` (a 400 with a stable code)."""
+    if value not in FUSIONS:
+        raise UnknownFusion(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,8 @@ class SearchQuery:
     route: str | None = None
     """None: the intent classifier chooses; "none": routing off; an intent name: that route."""
     use_cache: bool = True
+    fusion: str | None = None
+    """None: the service's configured method; else "learned" or "rrf"."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,10 @@ class SearchService:
     cache: Cache | None = None
     observer: SearchObserver | None = None
     understanding: QueryUnderstanding | None = None
+    fusion: str = "rrf"
+    """The configured method (a request may choose the other)."""
+    ranker: LearnedRanker | None = None
+    """The learned ranker for the served encoder; None: "learned" answers with RRF."""
     _background: set[asyncio.Task[object]] = field(default_factory=set, repr=False)
 
     # -- the query path ---------------------------------------------------------------------
@@ -113,6 +144,7 @@ class SearchService:
         started = time.perf_counter()
         asked, typed = query.text, normalise_query(query.text) or query.text
         self._check_route(query)
+        check_fusion(query.fusion or self.fusion)
         # The search runs on the understood text (names read right); the cache key keeps the typed
         # form and what was corrected, so each spelling gets an answer that says what it corrected.
         understood = self.understanding.understand(typed) if self.understanding is not None else None
@@ -198,10 +230,47 @@ class SearchService:
         if mode is SearchMode.HYBRID and understood is not None and understood.question is not None:
             retrieved.ranked["entity"] = await self._entity_hits(understood, depth, where, timings)
         fused = self.fuser.fuse(retrieved.ranked, weights)
+        start, stop = query.offset, query.offset + query.top_k
+        # The ranker orders the two retrievers' union; a dense or sparse search keeps its own order.
+        if self._learned(query) and mode is SearchMode.HYBRID:
+            assert self.ranker is not None  # _learned checked it
+            t0 = time.perf_counter()
+            ranked = self.ranker.rank(self.ranking_input(text, terms, depth), fused, retrieved.ranked)
+            # Kind boosts are in RRF units and the ranker's scores are not: the model decides alone.
+            page = self.ranker.explain(ranked, start, stop)
+            timings["rank_ms"] = (time.perf_counter() - t0) * 1000
+            return self._answer(query, page, terms, route, degraded, fusion="learned")
         if route is not None:
             fused = route.rescore(fused)  # boosts re-order the whole list, so paging comes after
-        page = fused[query.offset : query.offset + query.top_k]
-        return self._answer(query, page, terms, route, degraded)
+        return self._answer(query, fused[start:stop], terms, route, degraded)
+
+    async def candidate_lists(self, text: str) -> tuple[RankingInput, dict[str, list[StoredHit]]]:
+        """An unrouted hybrid search's ranking input and candidate lists, as `search` computes them.
+
+        What the ranker's training records per query (`retrieval.training.ranking`), so it learns
+        from exactly the evidence it is served.
+        """
+        text = normalise_query(text) or text
+        vector = await self.kb.encoder.encode_queries([text])
+        terms = self.kb.sparse.tokenizer.tokenize(text)
+        retrieved = await self.kb.retrieve(
+            terms, vector, mode=SearchMode.HYBRID, depth=self.candidates, where=SearchFilter()
+        )
+        return self.ranking_input(text, terms, self.candidates), retrieved.ranked
+
+    def ranking_input(self, text: str, terms: list[str], depth: int) -> RankingInput:
+        """What the ranker is told about a query: its terms with their live BM25 IDF."""
+        stats = self.kb.stats
+        idf_by_id = stats.idf()
+        idf = {t: idf_by_id.get(stats.vocab[t], 0.0) for t in set(terms) if t in stats.vocab}
+        return RankingInput(text=text, terms=terms, idf=idf, depth=depth)
+
+    def effective_fusion(self, query: SearchQuery) -> str:
+        """The method that orders this query's hits ("learned" needs a loaded ranker)."""
+        return "learned" if self._learned(query) else "rrf"
+
+    def _learned(self, query: SearchQuery) -> bool:
+        return (query.fusion or self.fusion) == "learned" and self.ranker is not None
 
     async def _entity_hits(
         self, understood: Understood, depth: int, where: SearchFilter, timings: dict[str, float]
@@ -223,11 +292,17 @@ class SearchService:
         return [dataclasses.replace(h, score=score.get(h.title, 0.0)) for h in found]
 
     def _answer(
-        self, query: SearchQuery, page: list[FusedHit], terms: list[str], route: Route | None, degraded: bool
+        self,
+        query: SearchQuery,
+        page: list[FusedHit],
+        terms: list[str],
+        route: Route | None,
+        degraded: bool,
+        fusion: str = "rrf",
     ) -> Answer:
         weights = {**self.fuser.weights, **(route.weights if route is not None else {})}
         return Answer(
-            hits=build_hits(page, terms, rrf_k=self.fuser.k, weights=weights, fusion="rrf"),
+            hits=build_hits(page, terms, rrf_k=self.fuser.k, weights=weights, fusion=fusion),
             route=route.to_json() if route is not None else None,
             degraded=degraded,
             mode=query.mode.value,
@@ -282,6 +357,7 @@ class SearchService:
                 str(fuser.k),
                 ",".join(f"{k}={v}" for k, v in sorted(fuser.weights.items())),
                 str(self.candidates),
+                self._ranker_key(query),
                 str(query.top_k),
                 str(query.offset),
                 understanding,
@@ -294,6 +370,13 @@ class SearchService:
             route=query.route or "",
             config_version=config,
         )
+
+    def _ranker_key(self, query: SearchQuery) -> str:
+        # The method that may order the hits, and the exact model when it is the ranker.
+        if self._learned(query) and query.mode is SearchMode.HYBRID:
+            assert self.ranker is not None
+            return f"learned:{self.ranker.digest}"
+        return "rrf"
 
     def _served(
         self, lookup: CacheLookup, tier: Tier, t0: float, started: float, asked: str

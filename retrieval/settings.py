@@ -80,12 +80,20 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class FusionSettings:
-    """Weighted Reciprocal Rank Fusion."""
+    """How the retrievers' candidates are ordered: the learned ranker or weighted RRF."""
 
+    method: str = "learned"
+    """"learned" (the LambdaRank stage; RRF when no ranker fits the encoder) or "rrf"."""
+    ranker: str = ""
+    """A ranker folder; empty: <data_dir>/ranking/<model id>, else the one shipped for the model."""
     k: int = 60
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     candidates: int = 100
+
+    def __post_init__(self) -> None:
+        if self.method not in ("learned", "rrf"):
+            raise ValueError(f"fusion.method must be learned or rrf, not {self.method!r}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from retrieval.encoders.registry import REGISTRY
 from retrieval.settings import Settings
 from search_api.intents_cli import add_intents_commands
+from search_api.rank_cli import add_rank_commands
 from search_api.settings import ApiSettings, load_api_settings
 
 logger = logging.getLogger("search_api")
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.set_defaults(func=cmd_hash_key)
 
     add_intents_commands(sub)
+    add_rank_commands(sub)
     return parser
 
 

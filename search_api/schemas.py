@@ -33,6 +33,8 @@ class SearchRequest(Body):
     filters: Filters | None = None
     cache: bool = True
     route: str | None = None
+    fusion: str | None = None
+    """"learned" or "rrf"; None: the configured `fusion.method`."""
 
 
 class CacheInfo(Body):
@@ -104,5 +106,7 @@ class Readiness(Body):
     encoder: dict[str, Any]
     store: dict[str, Any]
     cache: dict[str, Any]
+    ranking: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The fusion configured and the one served ("rrf" when no ranker fits the encoder), the ranker."""
     detail: str | None = None
     degraded: bool = False

@@ -6,8 +6,21 @@ from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from retrieval.service import SearchService
 from search_api.schemas import Health, Readiness
 from search_api.state import AppState
+
+
+def ranking_status(service: SearchService) -> dict[str, object]:
+    """Which fusion is configured and which is served: "learned" needs a ranker for the encoder."""
+    ranker = service.ranker
+    served = "learned" if service.fusion == "learned" and ranker is not None else "rrf"
+    status: dict[str, object] = {"configured": service.fusion, "served": served}
+    if ranker is not None:
+        status["ranker"] = ranker.describe()
+    elif service.fusion == "learned":
+        status["detail"] = f"no ranker for {service.kb.encoder.model_id}: answering with RRF"
+    return status
 
 
 class HealthController(Controller):
@@ -62,6 +75,7 @@ class HealthController(Controller):
             encoder={"ready": encoder_ok, "model_id": kb.encoder.model_id, "dim": kb.encoder.dim},
             store=store,
             cache=await running.cache.status() if running.cache is not None else {"enabled": False},
+            ranking=ranking_status(running.service),
             detail=None if store_ok else "the vector store (Milvus) is unreachable",
         )
         return Response(body, status_code=HTTP_200_OK if body.ready else HTTP_503_SERVICE_UNAVAILABLE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, MediaType, Response, post
 from litestar.status_codes import HTTP_200_OK
 
-from retrieval.service import SearchQuery
+from retrieval.service import SearchQuery, UnknownFusion, check_fusion
 from retrieval.types import SearchFilter, SearchMode
 from search_api.auth import search_guard
 from search_api.errors import ERROR_RESPONSES, ApiError
@@ -32,6 +32,11 @@ def search_query(data: SearchRequest, limits: SearchLimits) -> SearchQuery:
         raise ApiError(
             f"offset must be between 0 and {limits.max_offset}", code="invalid_offset", field="offset"
         )
+    if data.fusion is not None:
+        try:
+            check_fusion(data.fusion)
+        except UnknownFusion as exc:
+            raise ApiError(str(exc), code=exc.code, field="fusion") from exc
     f = data.filters
     where = SearchFilter.build(f.kind, f.doc_id, f.metadata) if f is not None else SearchFilter()
     return SearchQuery(
@@ -42,6 +47,7 @@ def search_query(data: SearchRequest, limits: SearchLimits) -> SearchQuery:
         where=where,
         route=data.route,
         use_cache=data.cache,
+        fusion=data.fusion,
     )
 
 

@@ -251,17 +251,32 @@
     const sparse = explanation.sparse;
     sourceText(node.querySelector(".explain-dense dd"), dense, "相似度");
     sourceText(node.querySelector(".explain-sparse dd"), sparse, "分数");
+    const learned = explanation.fusion === "learned";
     node.querySelector(".fused-value").textContent = fmt(explanation.fused_score, 4);
     // The meter's length is the fused score against the best on the page; its colours, each
-    // retriever's share, so "why is this here" reads at a glance.
-    const scale = maxFused > 0 ? 100 / maxFused : 0;
+    // retriever's share, so "why is this here" reads at a glance. Under the learned ranker the
+    // shares are RRF's (one of its features), scaled to RRF's largest possible sum.
+    const rrfMax = Object.values(explanation.weights || {}).reduce((a, w) => a + w, 0) / (explanation.rrf_k + 1);
+    const scale = learned ? (rrfMax > 0 ? 100 / rrfMax : 0) : maxFused > 0 ? 100 / maxFused : 0;
     node.querySelector(".bar-dense").style.width = `${(dense ? dense.contribution : 0) * scale}%`;
     node.querySelector(".bar-sparse").style.width = `${(sparse ? sparse.contribution : 0) * scale}%`;
     const weights = Object.entries(explanation.weights || {})
       .map(([name, w]) => `${name} ×${w}`)
       .join("，");
-    node.querySelector(".explain-fused").title =
-      `加权 RRF：Σ 权重 ÷ (k + 排名)，k = ${explanation.rrf_k}；权重 ${weights}`;
+    node.querySelector(".explain-fused").title = learned
+      ? `排序模型分数（LambdaRank）；色条为加权 RRF 份额，k = ${explanation.rrf_k}；权重 ${weights}`
+      : `加权 RRF：Σ 权重 ÷ (k + 排名)，k = ${explanation.rrf_k}；权重 ${weights}`;
+    node.querySelector(".explain-fused dt").textContent = learned ? "模型" : "融合";
+    const ranker = node.querySelector(".explain-ranker");
+    const parts = Object.entries(explanation.ranker || {}).filter(([name]) => name !== "bias");
+    ranker.hidden = !parts.length;
+    if (parts.length) {
+      const dd = ranker.querySelector("dd");
+      dd.replaceChildren(
+        ...parts.map(([name, v]) => el("span", v > 0 ? "up" : "k", `${name} ${v > 0 ? "+" : ""}${fmt(v, 3)}`)),
+      );
+      dd.title = "对模型分数贡献最大的特征（LightGBM pred_contrib）";
+    }
   }
 
   function renderHit(hit, position, maxFused) {

@@ -14,6 +14,7 @@ from eval.quality import (
     QualityConfig,
     StoreIds,
     collection_name,
+    mode_query,
     parse_modes,
     run_quality,
     with_overrides,
@@ -74,6 +75,12 @@ def test_modes_are_validated() -> None:
     assert parse_modes("bm25, hybrid,bm25") == ("bm25", "hybrid")
     with pytest.raises(ValueError, match="unknown mode"):
         parse_modes("bm25,colbert")
+    assert parse_modes("hybrid,hybrid-rrf") == ("hybrid", "hybrid-rrf")
+
+
+def test_hybrid_rrf_asks_for_rrf_and_hybrid_for_the_configured_fusion() -> None:
+    assert mode_query("hybrid-rrf", "q", 10, cache=False).fusion == "rrf"
+    assert mode_query("hybrid", "q", 10, cache=False).fusion is None
 
 
 @pytest.mark.unit

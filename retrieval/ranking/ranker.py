@@ -1,0 +1,118 @@
+"""The learned ranking stage: a LightGBM LambdaRank model over `features.FEATURES`.
+
+A ranker is a folder holding `ranker.txt` (LightGBM's text model format) and `meta.json` (the
+feature names in column order and the encoder model id whose dense scores it was trained on).
+Its `digest` (sha256 of the model text) goes into the cache key, so answers of another model are
+never served from the cache.
+
+Scoring a query's candidates is one `Booster.predict` on a (candidates x features) matrix on one
+thread; per-feature contributions (`pred_contrib=True`) are computed only for the page returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from retrieval.errors import ModelMismatch
+from retrieval.ranking.features import FEATURES, RankingInput, feature_matrix
+from retrieval.types import FusedHit, StoredHit
+
+MODEL_FILE = "ranker.txt"
+META_FILE = "meta.json"
+TOP_CONTRIBUTIONS = 5
+"""How many of a hit's largest feature contributions its explanation lists."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A query's candidates and the ranker's order of them (raw model scores)."""
+
+    fused: Sequence[FusedHit]
+    order: np.ndarray
+    """Indexes into `fused`, best first (ties: the fused order, which is deterministic)."""
+    scores: np.ndarray
+    matrix: np.ndarray
+    """Feature rows in `fused` order (kept for the page's contributions)."""
+
+    @property
+    def hits(self) -> list[FusedHit]:
+        """Every candidate in the ranker's order, scored by it (no contributions)."""
+        return [replace(self.fused[i], score=float(self.scores[i])) for i in self.order.tolist()]
+
+
+class LearnedRanker:
+    """A trained LambdaRank model and the feature layout it expects."""
+
+    def __init__(self, model_text: str, meta: Mapping[str, Any]):
+        self.meta = dict(meta)
+        self.features: tuple[str, ...] = tuple(meta.get("features", ()))
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ModelMismatch(f"ranker uses features this code does not compute: {unknown}")
+        self.model_id: str = str(meta.get("model_id", ""))
+        self.digest = hashlib.sha256(model_text.encode()).hexdigest()
+        self._booster = lgb.Booster(model_str=model_text)
+        if self._booster.num_feature() != len(self.features):
+            raise ModelMismatch(
+                f"ranker has {self._booster.num_feature()} features, meta lists {len(self.features)}"
+            )
+        # Columns of the full feature matrix the model reads, in its order.
+        self._columns = np.array([FEATURES.index(f) for f in self.features], dtype=np.intp)
+
+    @classmethod
+    def load(cls, folder: Path) -> LearnedRanker:
+        """Read a ranker folder (`ModelMismatch` if it is not one this code can serve)."""
+        try:
+            text = (folder / MODEL_FILE).read_text(encoding="utf-8")
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelMismatch(f"no readable ranker in {folder}: {exc}") from exc
+        return cls(text, meta)
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/ready reports about the ranker."""
+        return {
+            "model_id": self.model_id,
+            "digest": self.digest[:16],
+            "features": len(self.features),
+            "trained_on": self.meta.get("datasets", []),
+        }
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw model scores for full feature rows (`features.feature_matrix`)."""
+        if not len(matrix):
+            return np.zeros(0)
+        return np.asarray(self._booster.predict(matrix[:, self._columns], num_threads=1))
+
+    def rank(
+        self, query: RankingInput, fused: Sequence[FusedHit], ranked: Mapping[str, Sequence[StoredHit]]
+    ) -> Ranked:
+        """The candidates ordered by the model (ties: the fused order, which is deterministic)."""
+        matrix = feature_matrix(query, fused, ranked)
+        scores = self.scores(matrix)
+        order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
+        return Ranked(fused, order, scores, matrix)
+
+    def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
+        """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
+        chosen = ranked.order[start:stop]
+        if not len(chosen):
+            return []
+        rows = ranked.matrix[chosen][:, self._columns]
+        contrib = np.asarray(self._booster.predict(rows, num_threads=1, pred_contrib=True))
+        out = []
+        for i, values in zip(chosen.tolist(), contrib, strict=True):
+            per_feature = values[:-1]  # the last column is the model's bias
+            top = np.argsort(-np.abs(per_feature))[:TOP_CONTRIBUTIONS]
+            contributions = {self.features[j]: round(float(per_feature[j]), 4) for j in top}
+            contributions["bias"] = round(float(values[-1]), 4)
+            out.append(replace(ranked.fused[i], score=float(ranked.scores[i]), contributions=contributions))
+        return out

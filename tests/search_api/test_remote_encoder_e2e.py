@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -16,9 +17,14 @@ from tests.retrieval.encoders.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration
 
+READY_DEADLINE_S = 240.0
+
 
 async def _wait_ready(client: AsyncTestClient, app_state: object) -> None:  # type: ignore[type-arg]
-    for _ in range(400):
+    # A deadline, not a count of polls: on a busy machine start-up (model, fixtures) may take long,
+    # and only a start that never finishes should fail here.
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while time.monotonic() < deadline:
         if (await client.get("/v1/ready")).status_code == 200:
             return
         await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import unicodedata
 from collections.abc import Iterable
@@ -17,11 +18,17 @@ class Highlight:
     term: str
 
 
-def _folded(text: str) -> tuple[str, list[int]]:
+# Hits are the knowledge base's chunks, the same texts request after request: folding one costs a
+# normalisation per character, so the folded form of recent texts is kept (a few MB at most).
+_FOLDED_TEXTS = 4096
+
+
+@functools.lru_cache(maxsize=_FOLDED_TEXTS)
+def _folded(text: str) -> tuple[str, tuple[int, ...]]:
     """Text folded like the tokenizer folds it (NFKC, lower case), with each folded char's source index.
 
     Folding one character can yield several (e.g. a ligature), so offsets are mapped back per
-    character rather than assumed equal.
+    character rather than assumed equal. The result is immutable, as cached results must be.
     """
     folded: list[str] = []
     origin: list[int] = []
@@ -29,7 +36,7 @@ def _folded(text: str) -> tuple[str, list[int]]:
         for out in unicodedata.normalize("NFKC", char).lower():
             folded.append(out)
             origin.append(index)
-    return "".join(folded), origin
+    return "".join(folded), tuple(origin)
 
 
 def find_terms(text: str, terms: Iterable[str]) -> list[Highlight]:

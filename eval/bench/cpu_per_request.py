@@ -81,7 +81,10 @@ def descendants(pid: int) -> list[int]:
     """Child processes of `pid`, recursively (Milvus Lite runs its engine as a child process)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that ended while we looked
+            continue
         for child in map(int, children):
             found += [child, *descendants(child)]
     return found

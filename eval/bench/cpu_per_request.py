@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         wait_ready(url, proc)
         ready = httpx.get(f"{url}/v1/ready", trust_env=False).json()
-        chunks = ready.get("chunks") or ready.get("collection", {}).get("chunks")
+        chunks = ready.get("store", {}).get("chunks")
         # Warm-up: first requests pay lazy imports and allocator growth.
         wrk_p95(script, url, max(args.concurrency), 3)
         for c in args.concurrency:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import unicodedata
 from collections.abc import Iterable
@@ -19,12 +20,19 @@ class Highlight:
     term: str
 
 
-def _folded(text: str) -> tuple[str, list[int]]:
+# Hits are the knowledge base's chunks, the same texts request after request: folding one costs a
+# normalisation per character, so the folded form of recent texts is kept (a few MB at most).
+_FOLDED_TEXTS = 4096
+
+
+@functools.lru_cache(maxsize=_FOLDED_TEXTS)
+def _folded(text: str) -> tuple[str, tuple[int, ...]]:
     """Text folded like the tokenizer folds it (`retrieval.text.fold`), with each char's source index.
 
     NFKC can turn one character into several (e.g. a ligature), so offsets are mapped back per
     character rather than assumed equal; the traditional-to-simplified step keeps the length, so
-    it applies to the whole folded text and the map still holds.
+    it applies to the whole folded text and the map still holds. The result is immutable, as
+    cached results must be.
     """
     folded: list[str] = []
     origin: list[int] = []
@@ -36,7 +44,7 @@ def _folded(text: str) -> tuple[str, list[int]]:
     simplified = to_simplified(joined)
     if len(simplified) != len(joined):  # never seen; per character keeps the map exact regardless
         simplified = "".join(to_simplified(c) if len(to_simplified(c)) == 1 else c for c in joined)
-    return simplified, origin
+    return simplified, tuple(origin)
 
 
 def find_terms(text: str, terms: Iterable[str]) -> list[Highlight]:

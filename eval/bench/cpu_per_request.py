@@ -26,12 +26,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ import httpx
 
 from eval.bench.results import write_result
 from eval.latency import load_query_texts
-from eval.server import free_port
+from eval.server import server_process, wait_ready_sync
 from retrieval.settings import PROJECT_ROOT
 
 QUERIES = PROJECT_ROOT / "fixtures" / "queries.jsonl"
@@ -156,25 +154,6 @@ end
 """
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
-    """Poll `/v1/ready` until 200; fail when the server exits or reports a failed start-up."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(trust_env=False) as client:
-        while time.monotonic() < deadline:
-            try:
-                ready = client.get(f"{url}/v1/ready")
-                if ready.status_code == 200:
-                    return
-                if "failed" in ready.text:
-                    raise RuntimeError(f"server start-up failed: {ready.text}")
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
-
-
 def fresh_data_dir(models: Path, into: Path | None) -> Path:
     """A data folder with nothing but a link to the built models: the server ingests the fixtures."""
     data = into or Path(tempfile.mkdtemp(prefix="cpu-bench-"))
@@ -266,51 +245,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     script = data_dir / "queries.lua"
     script.write_text(lua_script(queries, args.mode) + DONE_HOOK, encoding="utf-8")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir)}
-    log = (data_dir / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search_api.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     by_concurrency: dict[str, Any] = {}
     try:
-        wait_ready(url, proc)
-        ready = httpx.get(f"{url}/v1/ready", trust_env=False).json()
-        chunks = ready.get("store", {}).get("chunks")
-        # Warm-up: first requests pay lazy imports and allocator growth.
-        wrk_p95(script, url, max(args.concurrency), 3)
-        for c in args.concurrency:
-            runs = []
-            for run in range(args.runs):
-                before = tree_cpu_seconds(proc.pid)
-                figures = wrk_p95(script, url, c, args.duration)
-                after = tree_cpu_seconds(proc.pid)
-                done = max(figures["requests"], 1)
-                own = after["server"] - before["server"]
-                engine = after["children"] - before["children"]
-                figures["python_cpu_ms_per_request"] = round(own * 1000 / done, 3)
-                figures["milvus_cpu_ms_per_request"] = round(engine * 1000 / done, 3)
-                figures["cpu_ms_per_request"] = round((own + engine) * 1000 / done, 3)
-                figures["load_average_1m"] = round(os.getloadavg()[0], 2)
-                figures["run"] = run + 1
-                runs.append(figures)
-                print(f"  c={c} run {run + 1}: {figures}", flush=True)
-            by_concurrency[str(c)] = {"runs": runs, "summary": summarise(runs)}
-        if args.hold > 0:
-            print(f"server pid {proc.pid}: holding load for {args.hold:g} s", flush=True)
-            wrk_p95(script, url, max(args.concurrency), args.hold)
+        with server_process(data_dir, log=data_dir / "server.log") as (url, proc):
+            wait_ready_sync(url, proc)
+            ready = httpx.get(f"{url}/v1/ready", trust_env=False).json()
+            chunks = ready.get("store", {}).get("chunks")
+            # Warm-up: first requests pay lazy imports and allocator growth.
+            wrk_p95(script, url, max(args.concurrency), 3)
+            for c in args.concurrency:
+                runs = []
+                for run in range(args.runs):
+                    before = tree_cpu_seconds(proc.pid)
+                    figures = wrk_p95(script, url, c, args.duration)
+                    after = tree_cpu_seconds(proc.pid)
+                    done = max(figures["requests"], 1)
+                    own = after["server"] - before["server"]
+                    engine = after["children"] - before["children"]
+                    figures["python_cpu_ms_per_request"] = round(own * 1000 / done, 3)
+                    figures["milvus_cpu_ms_per_request"] = round(engine * 1000 / done, 3)
+                    figures["cpu_ms_per_request"] = round((own + engine) * 1000 / done, 3)
+                    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+                    figures["run"] = run + 1
+                    runs.append(figures)
+                    print(f"  c={c} run {run + 1}: {figures}", flush=True)
+                by_concurrency[str(c)] = {"runs": runs, "summary": summarise(runs)}
+            if args.hold > 0:
+                print(f"server pid {proc.pid}: holding load for {args.hold:g} s", flush=True)
+                wrk_p95(script, url, max(args.concurrency), args.hold)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         if temporary:
             shutil.rmtree(data_dir, ignore_errors=True)
 

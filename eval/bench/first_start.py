@@ -2,10 +2,10 @@
 
 Run: ``uv run search-eval bench first_start [--runs 3] [--keep-models]``
 
-Each run starts ``python -m search_api.cli serve`` (what `uv run search-api serve` runs once the
-environment is installed) with ``SEARCH_DATA_DIR`` pointing at a new empty folder, polls
-``/v1/ready`` every 50 ms, and records the time to its first 200 and the phases the server
-reported on the way (building the model, the intent head, ingesting the fixtures). With
+Each run starts ``python -m search_api.cli serve`` (``eval.server.server_process``: what ``uv run
+search-api serve`` runs once the environment is installed) with ``SEARCH_DATA_DIR`` pointing at
+a new empty folder, polls ``/v1/ready`` every 50 ms, and records the time to its first 200 and
+the phases the server reported on the way (building the model, the intent head, ingesting the fixtures). With
 ``--keep-models`` the runs after the first reuse the first run's built model (copied into the new
 folder): the case of a second data folder on a machine that has built the model once.
 
@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -31,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.bench.results import write_result
+from eval.server import server_process
 from retrieval.settings import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "eval" / "reports" / "first_start" / "first_start.json"
@@ -38,16 +35,10 @@ DEADLINE_S = 600.0
 """Give up on a run after this long (a start that slow is a failure to report, not to wait on)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _ready(port: int) -> tuple[int, dict[str, Any]]:
+def _ready(url: str) -> tuple[int, dict[str, Any]]:
+    """`/v1/ready`'s status and body; 0 while nothing answers yet."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/ready", timeout=2) as reply:
+        with urllib.request.urlopen(f"{url}/v1/ready", timeout=2) as reply:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -60,38 +51,22 @@ def _ready(port: int) -> tuple[int, dict[str, Any]]:
 
 def one_start(data_dir: Path) -> dict[str, Any]:
     """Start a server on `data_dir`, time it to ready, stop it; the phases seen, with their times."""
-    port = _free_port()
-    env = {**os.environ, "SEARCH_DATA_DIR": str(data_dir)}
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search_api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     phases: list[tuple[float, str]] = []
-    try:
+    with server_process(data_dir) as (url, proc):
         while True:
             elapsed = time.perf_counter() - started
             if proc.poll() is not None:
                 raise RuntimeError(f"serve exited with status {proc.returncode} before it was ready")
             if elapsed > DEADLINE_S:
                 raise RuntimeError(f"not ready after {DEADLINE_S:.0f} s")
-            status, body = _ready(port)
+            status, body = _ready(url)
             if status == 200:
                 return {"ready_s": round(elapsed, 3), "phases": phases}
             detail = str(body.get("detail") or "")
             if detail and (not phases or phases[-1][1] != detail):
                 phases.append((round(elapsed, 3), detail))
             time.sleep(0.05)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -208,7 +208,11 @@ async def configured_encoder(settings: Settings, phase: PhaseCallback | None = N
 
 
 async def _open_waiting(
-    settings: Settings, encoder: Encoder, collection: str | None, phase: PhaseCallback
+    settings: Settings,
+    encoder: Encoder,
+    collection: str | None,
+    phase: PhaseCallback,
+    tokenizer: JiebaTokenizer,
 ) -> KnowledgeBase:
     """Open the knowledge base, waiting while Milvus cannot be reached.
 
@@ -219,7 +223,7 @@ async def _open_waiting(
     while True:
         phase("opening store", None)
         try:
-            return await open_knowledge_base(settings, encoder, collection=collection)
+            return await open_knowledge_base(settings, encoder, collection=collection, tokenizer=tokenizer)
         except StoreUnavailable as exc:
             detail = f"Milvus unreachable ({exc}); retrying in {delay:.1f} s"
             logger.warning(detail)
@@ -248,19 +252,26 @@ async def open_engine(
     while Milvus is unreachable (the server's start-up) instead of raising `StoreUnavailable`.
     """
     phase = on_phase or (lambda _phase, _detail: None)
-    if encoder is None:
-        encoder = await configured_encoder(settings, phase)
-        if isinstance(encoder, OnnxEncoder) and settings.routing.enabled and settings.routing.train_on_start:
-            phase("training the intent classifier", None)
-            # Training is imported only here, when a first start has to train.
-            from retrieval.training.intents.bootstrap import ensure_default_head
+    # jieba's dictionary and the lexicon load (most of a second) while the model is built or loaded.
+    tokenizing = asyncio.ensure_future(asyncio.to_thread(build_tokenizer, settings))
+    try:
+        if encoder is None:
+            encoder = await configured_encoder(settings, phase)
+            if isinstance(encoder, OnnxEncoder) and settings.routing.enabled and settings.routing.train_on_start:
+                phase("training the intent classifier", None)
+                # Training is imported only here, when a first start has to train.
+                from retrieval.training.intents.bootstrap import ensure_default_head
 
-            await asyncio.to_thread(ensure_default_head, settings, encoder)
+                await asyncio.to_thread(ensure_default_head, settings, encoder)
+        tokenizer = await tokenizing
+    except BaseException:
+        tokenizing.cancel()
+        raise
     if wait_for_store:
-        kb = await _open_waiting(settings, encoder, collection, phase)
+        kb = await _open_waiting(settings, encoder, collection, phase, tokenizer)
     else:
         phase("opening store", None)
-        kb = await open_knowledge_base(settings, encoder, collection=collection)
+        kb = await open_knowledge_base(settings, encoder, collection=collection, tokenizer=tokenizer)
     try:
         service = SearchService(
             kb,

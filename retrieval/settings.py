@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from retrieval.cache.config import CacheConfig
-from retrieval.encoders.factory import remote_config_from_env
-from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.encoders.remote_config import RemoteEncoderConfig, remote_config_from_env
 from retrieval.store.config import StoreConfig
 from retrieval.understanding.config import UnderstandingConfig
 
@@ -134,6 +133,11 @@ class Settings:
     def model_dir(self) -> Path:
         """Where the ONNX builds of checkpoints live."""
         return self.data.dir / "models"
+
+    @property
+    def model_build_dir(self) -> Path:
+        """Folder of the ONNX build of the configured checkpoint (one folder per checkpoint)."""
+        return self.model_dir / (Path(self.model.checkpoint).name if self.model.checkpoint else "m3e-small")
 
     @property
     def collections_dir(self) -> Path:

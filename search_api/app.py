@@ -31,6 +31,7 @@ from search_api.controllers.page import PageController, static_router
 from search_api.controllers.search import SearchController
 from search_api.errors import api_error_handler
 from search_api.metrics import MetricsController
+from search_api.model_build import ModelBuild
 from search_api.schemas import DocumentsRequest, SearchRequest
 from search_api.settings import ApiSettings, LimitsSettings, load_api_settings
 from search_api.state import AppState
@@ -107,15 +108,21 @@ def rate_limit_config(limits: LimitsSettings) -> RateLimitConfig | None:
     )
 
 
-def create_app(settings: ApiSettings | None = None, *, encoder: Encoder | None = None) -> Litestar:
+def create_app(
+    settings: ApiSettings | None = None,
+    *,
+    encoder: Encoder | None = None,
+    model_build: ModelBuild | None = None,
+) -> Litestar:
     """Build the app; the engine starts in the background when the app starts.
 
-    `encoder` replaces the configured encoder (tests).
+    `encoder` replaces the configured encoder (tests); `model_build` is a first start's model build
+    already running in a child process (`search-api serve`).
     """
     settings = settings or load_api_settings()
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
-    state = AppState(settings, encoder=encoder, registry=registry, observer=metrics)
+    state = AppState(settings, encoder=encoder, model_build=model_build, registry=registry, observer=metrics)
     access_keys = AccessKeys.from_settings(settings.service)  # a malformed digest stops start-up here
     rate_limit = rate_limit_config(settings.limits)
     middleware: list[Any] = [request_id_middleware, metrics.middleware]

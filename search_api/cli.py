@@ -27,6 +27,12 @@ def _configure_logging(level: str, fmt: str = "json") -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: ApiSettings) -> int:
     """Run the API with uvicorn; the model is built and fixtures ingested on first start."""
+    from search_api.model_build import ModelBuild
+
+    # Started before the web stack is imported: the build and the imports use a core each.
+    config = Path(args.config) if args.config else None
+    model_build = ModelBuild.start(settings.engine, config, args.log_level, args.log_format)
+
     import uvicorn
 
     from search_api.app import create_app
@@ -34,7 +40,7 @@ def cmd_serve(args: argparse.Namespace, settings: ApiSettings) -> int:
     host = args.host or settings.service.host
     port = args.port or settings.service.port
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, model_build=model_build),
         host=host,
         port=port,
         log_level=args.log_level.lower(),
@@ -68,7 +74,6 @@ def cmd_hash_key(args: argparse.Namespace, _: ApiSettings) -> int:
 
 def cmd_build_model(args: argparse.Namespace, api: ApiSettings) -> int:
     """Convert a checkpoint folder or a registered model into model.onnx (FP32) and model.int8.onnx."""
-    from retrieval.collections.specs import model_build_dir
     from retrieval.encoders.build import build_model, ensure_model
 
     settings = api.engine
@@ -77,7 +82,7 @@ def cmd_build_model(args: argparse.Namespace, api: ApiSettings) -> int:
         # Same as setting model.checkpoint, so the output folder is the one the server will use.
         settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, checkpoint=chosen))
     checkpoint = settings.model.checkpoint or None
-    out = Path(args.out) if args.out else model_build_dir(settings)
+    out = Path(args.out) if args.out else settings.model_build_dir
     if args.force:
         built = build_model(checkpoint or "", out, model_id=args.model_id, progress=print)
     else:

@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from retrieval.settings import Settings
 from search_api.settings import ApiSettings, load_api_settings
 
@@ -177,6 +175,8 @@ def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
 
 def cmd_intents_predict(args: argparse.Namespace, api: ApiSettings) -> int:
     """Write one {text,label,confidence} line per input line, in input order."""
+    import numpy as np  # here, not at the top: `search-api serve` loads this module and needs no numpy yet
+
     from retrieval.training.intents.dataset import read_texts
 
     try:

@@ -14,6 +14,7 @@ from retrieval.encoders.protocol import Encoder
 from retrieval.engine import Engine, open_engine
 from retrieval.errors import NotReady
 from retrieval.service import SearchObserver
+from search_api.model_build import ModelBuild
 from search_api.settings import ApiSettings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class AppState:
     settings: ApiSettings
     encoder: Encoder | None = None
     """An encoder to use instead of the configured one (tests)."""
+    model_build: ModelBuild | None = None
+    """The first start's model build, running in a child process (see `search_api.model_build`)."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     observer: SearchObserver | None = None
     engine: Engine | None = None
@@ -53,6 +56,11 @@ class AppState:
 
     async def _start(self) -> None:
         try:
+            if self.model_build is not None:
+                self.phase = "building model"
+                # Once the child holds the build lock (or declined), the engine's own build step
+                # waits on that lock instead of building a second copy.
+                await asyncio.to_thread(self.model_build.wait_claimed)
             engine = await open_engine(
                 self.settings.engine,
                 encoder=self.encoder,
@@ -81,6 +89,8 @@ class AppState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.model_build is not None:
+            await asyncio.to_thread(self.model_build.stop)
         if self.engine is not None:
             await self.engine.close()
             self.engine = None

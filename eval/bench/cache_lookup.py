@@ -28,7 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from retrieval.cache import CacheConfig, CacheItem, CacheKey, MemoryCache, RedisCache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.memory import MemoryCache
+from retrieval.cache.protocol import CacheItem, CacheKey
+from retrieval.cache.redis_cache import RedisCache
 
 
 @contextmanager

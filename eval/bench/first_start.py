@@ -5,7 +5,8 @@ Run: ``uv run search-eval bench first_start [--runs 3] [--keep-models]``
 Each run starts ``python -m search_api.cli serve`` (``eval.server.server_process``: what ``uv run
 search-api serve`` runs once the environment is installed) with ``SEARCH_DATA_DIR`` pointing at
 a new empty folder, polls ``/v1/ready`` every 50 ms, and records the time to its first 200 and
-the phases the server reported on the way (building the model, the intent head, ingesting the fixtures). With
+the phases the server reported on the way (building the model, which `serve` runs in a child
+process beside its own imports, the intent head, opening the store, ingesting the fixtures). With
 ``--keep-models`` the runs after the first reuse the first run's built model (copied into the new
 folder): the case of a second data folder on a machine that has built the model once.
 

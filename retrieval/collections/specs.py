@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from retrieval.encoders.build import BuiltModel, ensure_model
-from retrieval.encoders.factory import remote_config_from_env, remote_encoder
+from retrieval.encoders.build import BuiltModel, ensure_model, needs_build
+from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.local import OnnxEncoder
 from retrieval.encoders.protocol import Encoder
-from retrieval.encoders.remote import PROVIDERS
+from retrieval.encoders.remote_config import PROVIDERS, remote_config_from_env
 from retrieval.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,16 +66,21 @@ def spec_settings(spec: str) -> str:
     return f"EMBEDDING_PROVIDER={provider} EMBEDDING_API_MODEL={model}"
 
 
-def model_build_dir(settings: Settings) -> Path:
-    """Folder of the ONNX build of the configured checkpoint (one folder per checkpoint)."""
-    name = Path(settings.model.checkpoint).name if settings.model.checkpoint else "m3e-small"
-    return settings.model_dir / name
+def ensure_built_model(
+    settings: Settings, progress: Callable[[str], None] | None = None, *, lock_held: bool = False
+) -> BuiltModel:
+    """Build the configured checkpoint into the data folder unless a complete build is there.
 
-
-def ensure_built_model(settings: Settings, progress: Callable[[str], None] | None = None) -> BuiltModel:
-    """Build the configured checkpoint into the data folder unless a complete build is there."""
+    `lock_held`: the caller holds the build lock already (see `hold_build_lock`).
+    """
     checkpoint = Path(settings.model.checkpoint) if settings.model.checkpoint else None
-    return ensure_model(model_build_dir(settings), checkpoint, progress=progress)
+    return ensure_model(settings.model_build_dir, checkpoint, progress=progress, lock_held=lock_held)
+
+
+def model_needs_build(settings: Settings) -> bool:
+    """Whether `ensure_built_model` would build (cheap: compares names, hashes nothing)."""
+    checkpoint = Path(settings.model.checkpoint) if settings.model.checkpoint else None
+    return needs_build(settings.model_build_dir, checkpoint)
 
 
 def local_encoder(settings: Settings, model: BuiltModel) -> OnnxEncoder:

@@ -217,12 +217,16 @@ def is_complete(out_dir: Path) -> bool:
     return manifest is not None and _files_match(out_dir, manifest)
 
 
+def _lock_path(out_dir: Path) -> Path:
+    """The lock file that serialises builds of ``out_dir`` (created with its parent folder)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir.parent / f".{out_dir.name}.lock"
+
+
 @contextlib.contextmanager
 def _build_lock(out_dir: Path) -> Iterator[None]:
     """Serialise builds of the same ``out_dir`` across processes (two workers starting at once)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = out_dir.parent / f".{out_dir.name}.lock"
-    with lock_path.open("a+") as fh:
+    with _lock_path(out_dir).open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -353,26 +357,58 @@ def ensure_model(
     *,
     model_id: str | None = None,
     progress: Callable[[str], None] | None = None,
+    lock_held: bool = False,
 ) -> BuiltModel:
     """Return the model in ``out_dir``, building it first if it is missing or incomplete.
 
     ``checkpoint`` (as for :func:`build_model`) defaults to the packaged m3e-small. An existing
     complete build is trusted as is (its source is not re-hashed), so startup stays fast; it is
     rebuilt only when an explicit ``checkpoint`` or ``model_id`` differs from its manifest.
+    ``lock_held`` says the caller already holds the build lock (see :func:`hold_build_lock`).
     """
-    # Resolving a registered id or folder is cheap (no hashing); it names the source to compare.
-    requested = resolve_model(checkpoint, model_id=model_id) if checkpoint else None
-    source = requested.checkpoint_dir() if requested is not None else None
-    quantization = settings_named(requested.quantization).name if requested is not None else None
+    requested, source, quantization = _requested(checkpoint, model_id)
     if _usable(out_dir, source, model_id, quantization):
         return BuiltModel.load(out_dir)
     spec = requested or resolve_model(None, model_id=model_id)
-    with _build_lock(out_dir):
+    with contextlib.nullcontext() if lock_held else _build_lock(out_dir):
         # Another process may have finished the build while we waited for the lock.
         if _usable(out_dir, source, model_id, quantization):
             return BuiltModel.load(out_dir)
         settings = settings_named(spec.quantization)
         return _build_unlocked(spec, out_dir, settings, progress or (lambda _msg: None))
+
+
+def needs_build(out_dir: Path, checkpoint: Path | str | None = None, *, model_id: str | None = None) -> bool:
+    """Whether :func:`ensure_model` with these arguments would build (cheap: no hashing)."""
+    _, source, quantization = _requested(checkpoint, model_id)
+    return not _usable(out_dir, source, model_id, quantization)
+
+
+def hold_build_lock(out_dir: Path) -> int | None:
+    """Take the build lock of ``out_dir`` without waiting: its file descriptor, or None if taken.
+
+    The lock lives as long as any copy of the descriptor is open, so a parent can hand it to a
+    child that builds (``pass_fds``) and close its own copy: whoever calls :func:`ensure_model`
+    afterwards waits for that child instead of building a second time.
+    """
+    fd = os.open(_lock_path(out_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _requested(
+    checkpoint: Path | str | None, model_id: str | None
+) -> tuple[ModelSpec | None, Path | None, str | None]:
+    """The requested spec, and the source and quantisation a usable build must match."""
+    # Resolving a registered id or folder is cheap (no hashing); it names the source to compare.
+    requested = resolve_model(checkpoint, model_id=model_id) if checkpoint else None
+    source = requested.checkpoint_dir() if requested is not None else None
+    quantization = settings_named(requested.quantization).name if requested is not None else None
+    return requested, source, quantization
 
 
 def _usable(out_dir: Path, source: Path | None, model_id: str | None, quantization: str | None) -> bool:
@@ -402,6 +438,8 @@ __all__ = [
     "build_model",
     "ensure_model",
     "export_fp32",
+    "hold_build_lock",
     "is_complete",
+    "needs_build",
     "save_onnx",
 ]

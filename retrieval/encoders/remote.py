@@ -24,13 +24,10 @@ learns it as a side effect. Reading `dim` before then raises `EncoderUnavailable
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
-import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import unquote, urlsplit
@@ -39,29 +36,24 @@ import httpx
 import numpy as np
 
 from retrieval.encoders.pooling import l2_normalize
+from retrieval.encoders.remote_config import (
+    REDACTED,
+    RemoteEncoderConfig,
+    redact_url,
+)
 from retrieval.errors import EncoderRejected, EncoderUnavailable
 from retrieval.types import Vectors
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS: Final = ("ollama", "openai")
-"""Wire formats a `RemoteEncoderConfig` may name."""
-
-INPUT_KINDS: Final = ("query", "passage")
-"""What a text is to the service: a search query or a passage to index."""
-
 PROBE_TEXT: Final = "维度"
 """Embedded once to learn the dimension when no reply has been seen yet (same probe as the local model)."""
 
-_REDACTED: Final = "***"
 # 429 and every 5xx mean "not now": the same request may well succeed a little later.
 _RETRYABLE_4XX: Final = frozenset({429})
 _MAX_ERROR_CHARS: Final = 500
 # Health checks answer a liveness probe: they must not hang for a full (model-loading) read timeout.
 _HEALTH_TIMEOUT_S: Final = 5.0
-_FIELD_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Fields of the embed request itself; an input type may not overwrite them.
-_RESERVED_FIELDS: Final = frozenset({"model", "input", "encoding_format"})
 
 
 class EncoderRequestError(EncoderRejected):
@@ -87,122 +79,6 @@ class EncoderResponseError(EncoderUnavailable):
 
     A subclass of `EncoderUnavailable` so the pipeline degrades rather than indexing bad vectors.
     """
-
-
-@dataclass(frozen=True, repr=False)
-class RemoteEncoderConfig:
-    """How to reach a remote embedding service and how hard to push it.
-
-    `base_url` is the service root (``http://host:11434`` for Ollama, ``https://api.openai.com``
-    for OpenAI; a trailing ``/v1`` is tolerated for OpenAI-compatible services). `timeout_s` bounds
-    each read/write, `connect_timeout_s` the TCP/TLS connect. `max_attempts` counts the first try.
-    `dim`, when set, is reported before the service has answered and checked against every reply.
-    `query_prefix`/`passage_prefix` are prepended to each text (e.g. the instruction Qwen3-Embedding
-    expects on queries); they change the vectors, so keep them fixed for a collection's lifetime.
-    `input_type_field`, when set, names the request field that carries `query_input_type` or
-    `passage_input_type` instead (OpenAI-compatible services only; Ollama's API has no such field).
-    The service then applies the model's own prefixes, so prefixes may not be configured as well.
-    """
-
-    provider: str
-    base_url: str
-    model: str
-    api_key: str = ""
-    timeout_s: float = 30.0
-    connect_timeout_s: float = 3.0
-    max_batch: int = 32
-    concurrency: int = 4
-    max_attempts: int = 3
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 8.0
-    normalize: bool = True
-    dim: int | None = None
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    input_type_field: str = ""
-    query_input_type: str = "query"
-    passage_input_type: str = "passage"
-
-    def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            shown = redact_url(self.base_url)
-            raise ValueError(f"base_url must be an http(s) URL with a host, not {shown!r}")
-        if parts.query or parts.fragment:
-            raise ValueError("base_url must not have a query string or fragment")
-        if (parts.username or parts.password) and self.api_key:
-            raise ValueError("give credentials either in base_url (basic auth) or as api_key, not both")
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        for name in ("timeout_s", "connect_timeout_s"):
-            value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, not {value!r}")
-        for name in ("max_batch", "concurrency", "max_attempts"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
-        if not _is_number(self.backoff_base_s) or not 0 <= self.backoff_base_s < math.inf:
-            raise ValueError(f"backoff_base_s must be a finite number >= 0, not {self.backoff_base_s!r}")
-        if not _is_number(self.backoff_max_s) or not self.backoff_base_s <= self.backoff_max_s < math.inf:
-            raise ValueError(f"backoff_max_s must be finite, >= backoff_base_s, not {self.backoff_max_s!r}")
-        if self.dim is not None and (not _is_int(self.dim) or self.dim < 1):
-            raise ValueError(f"dim must be an integer >= 1 or None, not {self.dim!r}")
-        if self.input_type_field:
-            self._check_input_type()
-
-    def _check_input_type(self) -> None:
-        if not _FIELD_NAME.fullmatch(self.input_type_field) or self.input_type_field in _RESERVED_FIELDS:
-            raise ValueError(
-                "input_type_field must be a JSON field name other than "
-                f"{', '.join(sorted(_RESERVED_FIELDS))}, not {self.input_type_field!r}"
-            )
-        if self.provider != "openai":
-            raise ValueError(f"{self.provider} takes no input type field; use query_prefix/passage_prefix")
-        for name in ("query_input_type", "passage_input_type"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"{name} must not be empty when input_type_field is set")
-        if self.query_input_type == self.passage_input_type:
-            raise ValueError("query_input_type and passage_input_type must differ")
-        if self.query_prefix or self.passage_prefix:
-            # The service adds the model's prefixes when it reads the field; ours would double them.
-            raise ValueError("set either input_type_field or query_prefix/passage_prefix, not both")
-
-    def __repr__(self) -> str:
-        shown = []
-        for f in dataclasses.fields(self):
-            value: Any = getattr(self, f.name)
-            if f.name == "api_key":
-                value = _REDACTED if value else ""
-            elif f.name == "base_url":
-                value = redact_url(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass, but `max_batch=True` is a mistake, not a batch of one.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info or query string, which may carry credentials; safe to log."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<invalid url>"
-    if ":" in host:  # IPv6 literals need their brackets back
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc
 
 
 class RemoteEncoder(ABC):
@@ -322,7 +198,7 @@ class RemoteEncoder(ABC):
         await self.close()
 
     def __repr__(self) -> str:
-        key = _REDACTED if self._config.api_key else None
+        key = REDACTED if self._config.api_key else None
         return (
             f"{type(self).__name__}(model_id={self._model_id!r}, url={self._url!r}, "
             f"dim={self._dim}, api_key={key!r})"
@@ -501,7 +377,7 @@ class RemoteEncoder(ABC):
         # Some services echo the rejected key (or password) back in their error message.
         for secret in (self._config.api_key, urlsplit(self._config.base_url).password):
             if secret:
-                text = text.replace(secret, _REDACTED).replace(unquote(secret), _REDACTED)
+                text = text.replace(secret, REDACTED).replace(unquote(secret), REDACTED)
         return text
 
 

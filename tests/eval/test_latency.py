@@ -291,7 +291,9 @@ def test_latency_run_against_the_real_api(live_api: tuple[str, Path], tmp_path: 
     written = json.loads((out / "latency.json").read_text())
     assert written["server_rss"]["start"] > 10 * 1024 * 1024 and written["server_rss"]["readings"] >= 2
     assert (
-        written["requests"] == 20 and written["config"]["mode"] == "dense" and written["budget_ms"] == 600000.0
+        written["requests"] == 20
+        and written["config"]["mode"] == "dense"
+        and written["budget_ms"] == 600000.0
     )
     assert len(json.loads((out / "latency_raw.json").read_text())["samples"]) == 20
     # An impossible budget must fail the run (exit status 1), as CI would see it.

@@ -18,7 +18,8 @@ from retrieval.collections.stores import pointer_for
 from retrieval.documents import Document
 from retrieval.encoders.build import BuiltModel
 from retrieval.encoders.factory import remote_encoder
-from retrieval.encoders.remote import RemoteEncoder, RemoteEncoderConfig
+from retrieval.encoders.remote import RemoteEncoder
+from retrieval.encoders.remote_config import RemoteEncoderConfig
 from retrieval.engine import build_tokenizer, open_knowledge_base
 from retrieval.errors import ModelMismatch, NoPreviousCollection, PointerError
 from retrieval.fusion import WeightedRRF

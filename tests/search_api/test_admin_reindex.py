@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from eval.server import free_port
 from retrieval.encoders.factory import remote_encoder
-from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.encoders.remote_config import RemoteEncoderConfig
 from retrieval.engine import ingest_fixture_file, open_knowledge_base
 from retrieval.settings import load_settings
 from search_api.app import create_app

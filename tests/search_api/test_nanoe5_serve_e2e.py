@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from eval.server import free_port
-from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.encoders.remote_config import RemoteEncoderConfig
 from search_api.app import create_app
 from search_api.cli import main
 from search_api.settings import ApiSettings

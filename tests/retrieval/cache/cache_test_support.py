@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 import redis
 
-from retrieval.cache import RedisCache
+from retrieval.cache.redis_cache import RedisCache
 
 SHARED_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DIM = 64

@@ -14,7 +14,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from retrieval.cache import CacheConfig, RedisCache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.redis_cache import RedisCache
 from tests.retrieval.cache.cache_test_support import SHARED_REDIS_URL, MakeCache, RedisServer, delete_prefix
 
 

@@ -9,9 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from retrieval.cache import CacheConfig, CacheKey, MemoryCache
 from retrieval.cache.canonical import canonical_form, canonical_tokens
-from retrieval.cache.protocol import normalise_query
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.memory import MemoryCache
+from retrieval.cache.protocol import CacheKey, normalise_query
 from retrieval.settings import PROJECT_ROOT
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from retrieval.text import to_simplified

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from retrieval.cache import CacheConfig, CacheKey, RedisCache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.protocol import CacheKey
+from retrieval.cache.redis_cache import RedisCache
 from tests.retrieval.cache.cache_test_support import RedisServer, random_unit
 
 pytestmark = pytest.mark.integration

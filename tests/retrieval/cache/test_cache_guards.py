@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retrieval.cache import (
-    CacheKey,
+from retrieval.cache.guards import (
     GuardSignature,
-    filters_key,
+    chinese_numeral_value,
     guard_rejection,
     guard_signature,
-    normalise_query,
+    negations_in,
+    numbers_in,
 )
-from retrieval.cache.guards import chinese_numeral_value, negations_in, numbers_in
+from retrieval.cache.protocol import CacheKey, filters_key, normalise_query
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from retrieval.types import SearchFilter
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from retrieval.cache import Cache, CacheConfig, CacheItem, CacheKey, MemoryCache, build_cache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.factory import build_cache
+from retrieval.cache.memory import MemoryCache
+from retrieval.cache.protocol import Cache, CacheItem, CacheKey
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from tests.retrieval.cache.cache_test_support import DIM, at_cosine, random_unit
 

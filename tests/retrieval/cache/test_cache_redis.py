@@ -7,7 +7,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from retrieval.cache import Cache, CacheConfig, CacheItem, CacheKey, RedisCache, build_cache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.factory import build_cache
+from retrieval.cache.protocol import Cache, CacheItem, CacheKey
+from retrieval.cache.redis_cache import RedisCache
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from tests.retrieval.cache.cache_test_support import MakeCache, RedisServer, at_cosine, random_unit
 

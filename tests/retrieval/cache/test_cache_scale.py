@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.cache import CacheConfig, CacheItem, CacheKey, RedisCache
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.protocol import CacheItem, CacheKey
+from retrieval.cache.redis_cache import RedisCache
 from tests.retrieval.cache.cache_test_support import RedisServer, at_cosine
 
 ENTRIES = 50_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.cache import guard_signature
+from retrieval.cache.guards import guard_signature
 from retrieval.cache.semantic_index import SemanticIndex, unit_vector
 from tests.retrieval.cache.cache_test_support import DIM, at_cosine, random_unit
 

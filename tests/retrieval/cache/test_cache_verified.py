@@ -7,15 +7,10 @@ from typing import Any
 
 import pytest
 
-from retrieval.cache import (
-    Cache,
-    CacheConfig,
-    CacheKey,
-    GuardSignature,
-    MemoryCache,
-    guard_rejection,
-    guard_signature,
-)
+from retrieval.cache.config import CacheConfig
+from retrieval.cache.guards import GuardSignature, guard_rejection, guard_signature
+from retrieval.cache.memory import MemoryCache
+from retrieval.cache.protocol import Cache, CacheKey
 from retrieval.cache.semantic_index import evidence_overlap
 from retrieval.sparse.tokenizer import JiebaTokenizer
 from tests.retrieval.cache.cache_test_support import MakeCache, at_cosine, random_unit

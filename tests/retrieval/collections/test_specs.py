@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.collections.specs import ensure_built_model, local_encoder, model_build_dir
+from retrieval.collections.specs import ensure_built_model, local_encoder
 from retrieval.encoders.build import BuiltModel
 from retrieval.settings import Settings, load_settings
 
@@ -24,7 +24,7 @@ async def test_settings_naming_e5_give_an_encoder_with_its_prefixes(
     settings = load_settings(
         environ={"SEARCH_DATA_DIR": str(data), "SEARCH_MODEL_CHECKPOINT": "multilingual-e5-small"}
     )
-    assert model_build_dir(settings) == data / "models" / "multilingual-e5-small"
+    assert settings.model_build_dir == data / "models" / "multilingual-e5-small"
     built = ensure_built_model(settings)  # the complete build is reused, not rebuilt
     assert built.manifest_path.resolve() == e5_model.manifest_path.resolve()
     encoder = local_encoder(settings, built)

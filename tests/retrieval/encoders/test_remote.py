@@ -21,8 +21,8 @@ from retrieval.encoders.remote import (
     EncoderRequestError,
     EncoderResponseError,
     RemoteEncoder,
-    RemoteEncoderConfig,
 )
+from retrieval.encoders.remote_config import RemoteEncoderConfig
 from retrieval.errors import EncoderUnavailable
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
 

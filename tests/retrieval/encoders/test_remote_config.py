@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from retrieval.encoders.factory import remote_config_from_env, remote_encoder
+from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.ollama import OllamaEncoder
 from retrieval.encoders.openai_compat import OpenAICompatEncoder
-from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.encoders.remote_config import RemoteEncoderConfig, remote_config_from_env
 
 pytestmark = pytest.mark.unit
 

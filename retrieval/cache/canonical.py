@@ -23,7 +23,14 @@ import re
 from collections.abc import Callable, Sequence, Set
 
 from retrieval.cache.guards import NON_NUMERIC_COMPOUNDS, chinese_numeral_value, guard_signature
-from retrieval.text import to_simplified
+from retrieval.text import (
+    COPULA,
+    QUESTION_WORDS,
+    QUESTION_WRAPPERS,
+    merge_question_phrases,
+    strip_wrappers,
+    to_simplified,
+)
 
 WordCutter = Callable[[str], Sequence[str]]
 """Splits simplified, normalised text into words, keeping lexicon entries whole (jieba, precise)."""
@@ -53,83 +60,10 @@ PARTICLES = frozenset(
 )
 """Structural and modal particles: they colour a question without changing what it asks."""
 
-WRAPPERS: tuple[str, ...] = (
-    "请问一下",
-    "请问",
-    "请告诉我",
-    "麻烦告诉我",
-    "告诉我",
-    "我想知道",
-    "我想问一下",
-    "我想问",
-    "想知道",
-    "想问一下",
-    "你知道",
-    "能不能告诉我",
-    "可以告诉我",
-    "帮我查一下",
-    "帮我查查",
-    "查一下",
-    "一下",
-)
-"""Polite openings and closings, stripped from either end of the query (longest first)."""
 
-QUESTION_WORDS: dict[str, str] = {
-    "谁": "谁",
-    "何人": "谁",
-    "哪位": "谁",
-    "谁人": "谁",
-    "什么人": "谁",
-    "哪里": "哪里",
-    "哪儿": "哪里",
-    "何处": "哪里",
-    "何地": "哪里",
-    "什么地方": "哪里",
-    "哪个地方": "哪里",
-    "什么": "什么",
-    "啥": "什么",
-    "何物": "什么",
-    "为什么": "为什么",
-    "为何": "为什么",
-    "何故": "为什么",
-    "怎么会": "为什么",
-    "哪一年": "何年",
-    "哪年": "何年",
-    "何年": "何年",
-    "多少": "多少",
-    "几多": "多少",
-    "如何": "怎样",
-    "怎样": "怎样",
-    "怎么样": "怎样",
-}
-"""Question words by kind. Only words of one meaning are merged: 什么时候 (when) stays apart from
-哪一年 (which year), 怎么 (how / why) from both 怎样 and 为什么."""
-
-_QUESTION_BIGRAMS: dict[tuple[str, str], str] = {
-    ("什么", "地方"): "什么地方",
-    ("哪个", "地方"): "哪个地方",
-    ("什么", "人"): "什么人",
-    ("哪", "一年"): "哪一年",
-    ("哪", "年"): "哪年",
-}
-"""Question phrases jieba's precise cut splits in two."""
-
-COPULA = "是"
 _SEPARATOR = "\x1f"
 _CN_NUMERAL = re.compile("[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+")
 _NON_NUMERIC = frozenset(NON_NUMERIC_COMPOUNDS)
-
-
-def _strip_wrappers(text: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for wrapper in WRAPPERS:
-            if text.startswith(wrapper) and len(text) > len(wrapper):
-                text, changed = text[len(wrapper) :], True
-            elif text.endswith(wrapper) and len(text) > len(wrapper):
-                text, changed = text[: -len(wrapper)], True
-    return text
 
 
 def _is_word(token: str) -> bool:
@@ -159,21 +93,11 @@ def _merge_numbers(tokens: list[str], entities: Set[str]) -> list[str]:
     return merged
 
 
-def _merge_question_phrases(tokens: list[str]) -> list[str]:
-    merged: list[str] = []
-    for token in tokens:
-        if merged and (phrase := _QUESTION_BIGRAMS.get((merged[-1], token))) is not None:
-            merged[-1] = phrase
-        else:
-            merged.append(token)
-    return merged
-
-
 def canonical_tokens(text: str, entities: Set[str], cut: WordCutter) -> tuple[str, ...]:
     """The meaning-bearing tokens of a normalised query, in order (see the module docstring)."""
-    simplified = _strip_wrappers(to_simplified(text).strip())
-    words = _merge_question_phrases([w.strip() for w in cut(simplified) if _is_word(w)])
-    tokens = [QUESTION_WORDS.get(w, w) for w in words if w not in PARTICLES and w not in WRAPPERS]
+    simplified = strip_wrappers(to_simplified(text).strip())
+    words = merge_question_phrases([w.strip() for w in cut(simplified) if _is_word(w)])
+    tokens = [QUESTION_WORDS.get(w, w) for w in words if w not in PARTICLES and w not in QUESTION_WRAPPERS]
     questions = set(QUESTION_WORDS.values())
     # '谁是X' asks what 'X是谁' asks: put the question word after the copula, once, when the
     # query is exactly "<question word> 是 <rest>" and the rest has no copula of its own.

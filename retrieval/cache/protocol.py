@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.text import fold
+from retrieval.text import fold, plain_question
 from retrieval.types import SearchFilter
 
 Tier = Literal["exact", "canonical", "semantic"]
@@ -43,16 +43,18 @@ _FIELD_SEP = "\x1f"
 
 
 def normalise_query(text: str) -> str:
-    """The exact-tier form of a query: folded (`fold`), whitespace collapsed, trailing punctuation cut.
+    """The exact-tier form of a query, which is also the text searched: folded (`fold`), whitespace
+    collapsed, trailing punctuation cut, then `plain_question` (wrappers, final particles, spaces
+    inside Chinese gone).
 
-    '林动的师父是谁？' and ' 林动的师父是谁 ' are the same question; inner punctuation is kept
-    because it can change the meaning ('林动，林炎' lists two names).
+    '林动的师父是谁？', ' 林动的师父是谁 ' and '请问林动的师父是谁呢' are the same question; inner
+    punctuation is kept because it can change the meaning ('林动，林炎' lists two names).
     """
     text = _WHITESPACE.sub(" ", fold(text)).strip()
     end = len(text)
     while end and (text[end - 1].isspace() or unicodedata.category(text[end - 1]).startswith("P")):
         end -= 1
-    return text[:end]
+    return plain_question(text[:end])
 
 
 def filters_key(where: SearchFilter | None) -> str:

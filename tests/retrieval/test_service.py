@@ -168,12 +168,38 @@ async def test_a_rewording_is_served_from_the_canonical_tier_without_encoding(se
         await engine.kb.ingest(DOCS)
         first = await engine.service.search(SearchQuery("沈青崖的佩剑是什么？"))
         await engine.service.drain()
-        variant = await engine.service.search(SearchQuery("請問，什麼是沈青崖的佩劍呢"))
+        # Without 的 the text searched differs, so the exact tier misses; the canonical form matches.
+        variant = await engine.service.search(SearchQuery("沈青崖佩劍是什麼"))
         assert variant.tier == "canonical" and encoder.queries == 1
         assert variant.payload == first.payload
         # Another entity, a negation: computed, never served from the entry above.
         for near_miss in ("玄霜城的佩剑是什么", "沈青崖的佩剑不是什么"):
             assert (await engine.service.search(SearchQuery(near_miss))).tier is None
+    finally:
+        await engine.close()
+
+
+async def test_wordings_of_one_question_are_searched_as_one_text(settings: Settings) -> None:
+    encoder = CountingEncoder()
+    engine = await open_test_engine(settings, encoder, cache=True)
+    try:
+        await engine.kb.ingest(DOCS)
+        service = engine.service
+        wordings = [
+            "请问，什么是沈青崖的佩剑呢？",
+            "沈青崖的佩剑是啥",
+            "沈青崖 的佩剑是何物",
+            "沈青崖的佩剑是什么",
+        ]
+        assert {service.search_text(w) for w in wordings} == {"沈青崖的佩剑是什么"}
+        uncached = [(await service.search(SearchQuery(w, use_cache=False))).payload for w in wordings]
+        assert len(set(uncached)) == 1  # one text searched: one answer, byte for byte
+        first = await service.search(SearchQuery(wordings[0]))
+        await service.drain()
+        # So an exact hit for any of them is the answer it would have got uncached.
+        for wording in wordings[1:]:
+            hit = await service.search(SearchQuery(wording))
+            assert hit.tier == "exact" and hit.payload == first.payload == uncached[0]
     finally:
         await engine.close()
 

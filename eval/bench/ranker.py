@@ -2,9 +2,10 @@
 
 What `SearchService` adds under fusion "learned" after retrieval: `LearnedRanker.rank` over the
 fused candidates (feature matrix, one `Booster.predict` on one thread, sort) and `explain` for the
-page of 10 (`pred_contrib`). Candidates are real fixture entries (text, title, aliases) with the
-fixture queries' texts, in dense and sparse lists of `--candidates` each that overlap by half (so
-the union is about 1.5 x that), with retriever-like scores::
+page of 10 (path attributions, `retrieval.ranking.attribution`). Candidates are real fixture
+entries (text, title, aliases) with the fixture queries' texts, in dense and sparse lists of
+`--candidates` each that overlap by half (so the union is about 1.5 x that), with retriever-like
+scores::
 
     uv run search-eval bench ranker [--model-id m3e-small] [--candidates 100] [--calls 2000] [--runs 5]
 

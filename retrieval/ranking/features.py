@@ -16,6 +16,7 @@ existed still loads: the columns are NaN there), and unknown names are ignored.
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,9 +113,17 @@ class _Joined:
         for part in parts:
             self.starts.append(offset)
             offset += len(part) + 1
+        self._found: dict[str, list[int]] = {}
 
     def containing(self, sub: str) -> list[int]:
         """Indexes of the parts that contain `sub` (each once, ascending)."""
+        # The query's terms, bigrams and span starts overlap: each string is searched once.
+        if (known := self._found.get(sub)) is not None:
+            return known
+        found = self._found[sub] = self._search(sub)
+        return found
+
+    def _search(self, sub: str) -> list[int]:
         found: list[int] = []
         find, starts, n = self.text.find, self.starts, len(self.starts)
         pos = find(sub)
@@ -132,18 +141,23 @@ class _Joined:
         m = len(query)
         for start in range(m - 1):
             length = 2
-            while start + length <= m:
-                parts = self.containing(query[start : start + length])
-                if not parts:
-                    break
+            parts = self.containing(query[start : start + 2])
+            while parts:
                 for part in parts:
                     if best[part] < length:
                         best[part] = length
                 length += 1
-        chars = set(query)
-        for i, part_text in enumerate(self.parts):
-            if best[i] == 0 and not chars.isdisjoint(part_text):
-                best[i] = 1
+                if start + length > m:
+                    break
+                # Only a part holding the shorter span can hold the longer one: search just those.
+                longer = query[start : start + length]
+                parts = [part for part in parts if longer in self.parts[part]]
+        if 0 in best and query:
+            # One C-level scan per part left at 0, for any of the query's characters.
+            shares = re.compile("[" + re.escape("".join(set(query))) + "]").search
+            for i, part_text in enumerate(self.parts):
+                if best[i] == 0 and shares(part_text):
+                    best[i] = 1
         return best
 
 

@@ -57,14 +57,15 @@ end
 """
 
 
-def lua_script(queries: Sequence[str], mode: str) -> str:
-    """The wrk script: one JSON body per query, cache off, sent in turn."""
+def lua_script(queries: Sequence[str], mode: str, fusion: str | None = None) -> str:
+    """The wrk script: one JSON body per query, cache off, sent in turn (`fusion`: in each body)."""
 
     def lua_string(text: str) -> str:
         # Lua long brackets need no escaping; JSON with ensure_ascii has no "]]".
         return "[[" + text + "]]"
 
-    bodies = [json.dumps({"query": q, "mode": mode, "cache": False}) for q in queries]
+    extra = {"fusion": fusion} if fusion else {}
+    bodies = [json.dumps({"query": q, "mode": mode, "cache": False, **extra}) for q in queries]
     return LUA_TEMPLATE.replace("{BODIES}", "{\n  " + ",\n  ".join(lua_string(b) for b in bodies) + "\n}")
 
 
@@ -225,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mode", choices=("hybrid", "dense", "sparse"), default="hybrid")
+    parser.add_argument(
+        "--fusion", choices=("learned", "rrf"), default=None, help="sent in each body (default: the server's)"
+    )
     parser.add_argument("--out", type=Path, default=REPORTS / "cpu_per_request.json")
     parser.add_argument(
         "--hold",
@@ -243,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir = fresh_data_dir(args.models, args.data_dir)
     queries = load_query_texts(QUERIES)
     script = data_dir / "queries.lua"
-    script.write_text(lua_script(queries, args.mode) + DONE_HOOK, encoding="utf-8")
+    script.write_text(lua_script(queries, args.mode, args.fusion) + DONE_HOOK, encoding="utf-8")
 
     by_concurrency: dict[str, Any] = {}
     try:
@@ -282,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "chunks": chunks,
         "mode": args.mode,
+        "fusion": args.fusion or "server default",
         "duration_s": args.duration,
         "queries": len(queries),
         "by_concurrency": by_concurrency,

@@ -284,6 +284,7 @@ async def open_engine(
                 weights={"dense": settings.fusion.dense_weight, "sparse": settings.fusion.sparse_weight},
             ),
             candidates=settings.fusion.candidates,
+            rank_depth=settings.fusion.rank_depth,
             router=build_router(settings, encoder.model_id, kb.sparse.tokenizer),
             understanding=build_understanding(settings),
             observer=observer,

@@ -122,6 +122,8 @@ class SearchService:
     fuser: WeightedRRF
     candidates: int = 100
     """Depth of each retriever's list before fusion (a route may ask for another)."""
+    rank_depth: int = 0
+    """How many of the fused candidates, in RRF order, the learned stage scores (0: all)."""
     router: Router | None = None
     cache: Cache | None = None
     observer: SearchObserver | None = None
@@ -237,7 +239,8 @@ class SearchService:
         if self._learned(query) and mode is SearchMode.HYBRID:
             assert self.ranker is not None  # _learned checked it
             t0 = time.perf_counter()
-            ranked = self.ranker.rank(self.ranking_input(text, terms, depth), fused, retrieved.ranked)
+            pool = fused[: self.rank_depth] if self.rank_depth else fused
+            ranked = self.ranker.rank(self.ranking_input(text, terms, depth), pool, retrieved.ranked)
             # Kind boosts are in RRF units and the ranker's scores are not: the model decides alone.
             page = self.ranker.explain(ranked, start, stop)
             timings["rank_ms"] = (time.perf_counter() - t0) * 1000
@@ -387,7 +390,7 @@ class SearchService:
         # The method that may order the hits, and the exact model when it is the ranker.
         if self._learned(query) and query.mode is SearchMode.HYBRID:
             assert self.ranker is not None
-            return f"learned:{self.ranker.digest}"
+            return f"learned:{self.ranker.digest}:{self.rank_depth}"
         return "rrf"
 
     def _served(

@@ -89,8 +89,12 @@ class FusionSettings:
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     candidates: int = 100
+    rank_depth: int = 0
+    """How many of the RRF-fused candidates the learned stage scores (0: all of them)."""
 
     def __post_init__(self) -> None:
+        if self.rank_depth < 0:
+            raise ValueError(f"fusion.rank_depth must be >= 0, not {self.rank_depth}")
         if self.method not in ("learned", "rrf"):
             raise ValueError(f"fusion.method must be learned or rrf, not {self.method!r}")
 

@@ -31,3 +31,11 @@ def test_bad_values_are_rejected(tmp_path: Path) -> None:
     bad.write_text("[fusion]\nkk = 1\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_settings(bad, environ={})
+
+
+@pytest.mark.unit
+def test_rank_depth_reads_from_the_environment_and_refuses_negatives(tmp_path: Path) -> None:
+    environ = {"SEARCH_DATA_DIR": str(tmp_path), "SEARCH_FUSION_RANK_DEPTH": "60"}
+    assert load_settings(environ=environ).fusion.rank_depth == 60
+    with pytest.raises(ValueError, match="rank_depth"):
+        load_settings(environ={**environ, "SEARCH_FUSION_RANK_DEPTH": "-1"})

@@ -114,3 +114,22 @@ async def test_a_single_retriever_keeps_its_own_order_under_learned(learned: Asy
     ).json()
     assert body["hits"] and all(h["explanation"]["fusion"] == "rrf" for h in body["hits"])
     assert [h["explanation"]["sparse"]["rank"] for h in body["hits"]] == list(range(1, len(body["hits"]) + 1))
+
+
+async def test_rank_depth_limits_the_learned_stage_to_the_rrf_top(
+    api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "ranker"
+    toy_ranker_folder(folder, "test-hashing")
+    body = {"query": "断剑客", "cache": False, "top_k": 10}
+    async with serving(_with_fusion(api_settings, method="rrf")) as client:
+        rrf = [h["id"] for h in (await client.post("/v1/search", json=body)).json()["hits"]]
+    settings = _with_fusion(api_settings, method="learned", ranker=str(folder))
+    engine = settings.engine
+    limited = dataclasses.replace(engine, fusion=dataclasses.replace(engine.fusion, rank_depth=2))
+    async with serving(dataclasses.replace(settings, engine=limited)) as client:
+        hits = (await client.post("/v1/search", json=body)).json()["hits"]
+    assert len(rrf) > 2
+    # The model ordered RRF's first two and nothing else: a page of 10 holds only those.
+    assert sorted(h["id"] for h in hits) == sorted(rrf[:2])
+    assert all(h["explanation"]["fusion"] == "learned" for h in hits)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from retrieval.collections.manager import ReindexJob
@@ -95,7 +96,7 @@ class AdminReindexController(Controller):
         summary="Start a reindex",
         responses=ERROR_RESPONSES,
     )
-    async def start(self, data: ReindexRequest, serving: AppState) -> ReindexStatus:
+    async def start(self, data: ReindexRequest, serving: NamedDependency[AppState]) -> ReindexStatus:
         """Re-embed every chunk for another model and swap to it; searches keep answering."""
         try:
             job = serving.require().collections.start_reindex(data.to, batch=data.batch)
@@ -106,7 +107,7 @@ class AdminReindexController(Controller):
         return await _status(serving, job)
 
     @get(operation_id="reindexStatus", summary="Reindex status", responses=ERROR_RESPONSES)
-    async def status(self, serving: AppState) -> ReindexStatus:
+    async def status(self, serving: NamedDependency[AppState]) -> ReindexStatus:
         """State and progress of the last reindex started here, and the live collection."""
         return await _status(serving, serving.require().collections.job)
 
@@ -117,7 +118,7 @@ class AdminReindexController(Controller):
         summary="Roll back",
         responses=ERROR_RESPONSES,
     )
-    async def rollback(self, serving: AppState) -> RollbackResponse:
+    async def rollback(self, serving: NamedDependency[AppState]) -> RollbackResponse:
         """Swap back to the collection live before the last swap (writes since then are replayed)."""
         running = serving.require()
         try:

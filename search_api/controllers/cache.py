@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, post
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK
 
 from search_api.auth import admin_guard
@@ -32,7 +33,7 @@ class AdminCacheController(Controller):
         summary="Flush the query cache",
         responses=ERROR_RESPONSES,
     )
-    async def flush(self, serving: AppState) -> CacheFlushResponse:
+    async def flush(self, serving: NamedDependency[AppState]) -> CacheFlushResponse:
         """Invalidate every cached answer by advancing `kb_version`, as an ingest does.
 
         Entries are not deleted one by one: no worker serves an entry of an older version, and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, post
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.documents import Document
@@ -37,7 +38,7 @@ class DocumentsController(Controller):
         summary="Upsert documents",
         responses=ERROR_RESPONSES,
     )
-    async def upsert(self, data: DocumentsRequest, serving: AppState) -> DocumentsResponse:
+    async def upsert(self, data: DocumentsRequest, serving: NamedDependency[AppState]) -> DocumentsResponse:
         """Chunk, embed and index each document, replacing any earlier version of it."""
         limits = serving.settings.search
         max_chars = serving.settings.engine.data.max_document_chars
@@ -71,7 +72,7 @@ class DocumentsController(Controller):
         summary="Delete a document",
         responses=ERROR_RESPONSES,
     )
-    async def remove(self, doc_id: str, serving: AppState) -> DocumentsResponse:
+    async def remove(self, doc_id: str, serving: NamedDependency[AppState]) -> DocumentsResponse:
         """Remove a document and all its chunks; 404 when it is not stored."""
         if not DOC_ID_PATTERN.match(doc_id):
             raise ApiError("invalid document id", code="invalid_document_id", field="doc_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
@@ -42,7 +43,7 @@ class HealthController(Controller):
             503: ResponseSpec(data_container=Readiness, description="Not ready", generate_examples=False)
         },
     )
-    async def ready(self, serving: AppState) -> Response[Readiness]:
+    async def ready(self, serving: NamedDependency[AppState]) -> Response[Readiness]:
         """Encoder, store and cache state; 503 until every one of them answers."""
         running = serving.engine
         if running is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, post
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK
 
 from retrieval.service import SearchQuery, UnknownFusion, check_fusion
@@ -64,7 +65,9 @@ class SearchController(Controller):
         summary="Search the knowledge base",
         responses=ERROR_RESPONSES,
     )
-    async def search(self, data: SearchRequest, serving: AppState) -> Response[SearchResponse]:
+    async def search(
+        self, data: SearchRequest, serving: NamedDependency[AppState]
+    ) -> Response[SearchResponse]:
         """Fuse dense and BM25 retrieval; each hit explains its rank."""
         query = search_query(data, serving.settings.search)
         result = await serving.require().service.search(query)

@@ -71,6 +71,10 @@ class OnnxEncoder:
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Runs started and not yet ended. Not len(_running): a task leaves that set in a done
+        # callback, after the callers it answered have resumed, and a query sent by one of them
+        # in between would wait for a run that has already ended.
+        self._in_flight = 0
         self._dim = int(self._run(["维度"]).shape[1])
         self.batches_run = 0
 
@@ -139,7 +143,7 @@ class OnnxEncoder:
         self._queue.append(pending)
         if sum(len(p.texts) for p in self._queue) >= self._max_batch:
             self._flush_now()
-        elif self._flusher is None and not self._running:
+        elif self._flusher is None and not self._in_flight:
             # Idle model: go now (or after the configured window). Busy model: the run in
             # flight flushes the queue when it ends, so waiting queries batch by themselves.
             self._flusher = asyncio.create_task(self._flush_later())
@@ -158,6 +162,7 @@ class OnnxEncoder:
             self._flusher.cancel()
             self._flusher = None
         if batch:
+            self._in_flight += 1
             task = asyncio.get_running_loop().create_task(self._execute(batch))
             # The loop only keeps weak references to tasks; hold this one until it finishes.
             self._running.add(task)
@@ -174,6 +179,7 @@ class OnnxEncoder:
                     p.future.set_exception(exc)
             return
         finally:
+            self._in_flight -= 1
             if self._queue and self._flusher is None:
                 self._flush_now()  # the queries that queued behind this run
         self.batches_run += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -44,6 +45,20 @@ async def test_queries_arriving_during_a_run_are_answered(encoder: OnnxEncoder) 
     later = await asyncio.gather(*(encoder.encode_queries([q]) for q in QUERIES[:4]))
     assert (await first).shape == (1, encoder.dim)
     assert [v.shape for v in later] == [(1, encoder.dim)] * 4
+
+
+async def test_a_query_right_after_a_run_ends_is_answered(encoder: OnnxEncoder) -> None:
+    # The caller resumes when its future is set, before the finished run's task has been
+    # cleaned up: a query sent at that moment must start a run of its own, not wait for one
+    # that already ended (it would wait forever, and the request with it).
+    async def back_to_back() -> list[int]:
+        shapes = []
+        for first, second in itertools.pairwise(QUERIES):
+            await encoder.encode_queries([first])
+            shapes.append(len(await encoder.encode_queries([second])))  # in the same loop step
+        return shapes
+
+    assert await asyncio.wait_for(back_to_back(), timeout=60) == [1] * (len(QUERIES) - 1)
 
 
 async def test_a_failed_run_fails_every_query_that_shared_it(built_model: BuiltModel) -> None:

@@ -99,6 +99,9 @@ def _exit_with_parent() -> None:
 
 def _say(word: str) -> None:
     print(word, flush=True)
+    # The pipe carries that one word; anything a library prints later goes to stderr, so the
+    # child never blocks on a pipe nobody reads.
+    os.dup2(2, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

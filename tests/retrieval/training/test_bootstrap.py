@@ -28,10 +28,11 @@ class RefusingEncoder:
         raise AssertionError("a shipped head must be copied, not trained")
 
 
-def test_the_shipped_head_records_the_files_it_was_trained_on() -> None:
+@pytest.mark.parametrize("model_id", ["m3e-small", "multilingual-e5-small"])
+def test_the_shipped_head_records_the_files_it_was_trained_on(model_id: str) -> None:
     # Editing the training data or the knowledge base without retraining the head fails here.
-    meta = json.loads((SHIPPED_HEADS / "m3e-small" / "meta.json").read_text(encoding="utf-8"))
-    assert meta["embedding_model_id"] == "m3e-small"
+    meta = json.loads((SHIPPED_HEADS / model_id / "meta.json").read_text(encoding="utf-8"))
+    assert meta["embedding_model_id"] == model_id
     assert meta["kb"]["sha256"] == file_digest(PROJECT_ROOT / meta["kb"]["path"])
     for data in meta["data"]:
         assert data["sha256"] == file_digest(PROJECT_ROOT / data["path"])
@@ -51,6 +52,8 @@ def test_no_head_ships_for_another_knowledge_base_or_model(tmp_path: Path, setti
     assert shipped_head("m3e-small", other) is None
     assert shipped_head("another-model", settings.data.fixtures) is None
     assert shipped_head("m3e-small", settings.data.fixtures) == SHIPPED_HEADS / "m3e-small"
+    e5 = "multilingual-e5-small"
+    assert shipped_head(e5, settings.data.fixtures) == SHIPPED_HEADS / e5
     # So a first start on another knowledge base trains instead of copying.
     elsewhere = dataclasses.replace(settings, data=dataclasses.replace(settings.data, fixtures=other))
     with pytest.raises(AssertionError, match="must be copied"):

@@ -108,3 +108,26 @@ class ApiProcess:
         self.stop()  # never leave a half-started server behind
         tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
         pytest.fail(f"{message}\n{tail}")
+
+
+def search_uncached(url: str, query: str) -> httpx.Response:
+    """One hybrid search with the cache off: an answer remembered from before an outage must not hide it."""
+    return httpx.post(f"{url}/v1/search", json={"query": query, "cache": False}, timeout=30)
+
+
+def assert_searches_again(url: str, ids_before: list[str], *, attempts: int, after: str) -> None:
+    """Once Milvus is back: searches answer 503 `store_unavailable` until they answer again, with
+    the same hits as before the outage, and `/v1/ready` reports the circuit closed."""
+    t0 = time.perf_counter()
+    for _ in range(attempts):  # the circuit probes again within a second; allow a slow reconnect
+        again = search_uncached(url, "断剑客")
+        if again.status_code == 200:
+            break
+        assert again.json()["code"] == "store_unavailable", again.text
+        time.sleep(0.5)
+    print(f"searching again {time.perf_counter() - t0:.2f} s after {after}")
+    assert again.status_code == 200, again.text
+    assert [h["id"] for h in again.json()["hits"]] == ids_before
+    recovered = httpx.get(f"{url}/v1/ready", timeout=30)
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["store"]["circuit"] == "closed"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 
 import httpx
@@ -18,17 +17,12 @@ import pytest
 
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
-from tests.api_process import ApiProcess
+from tests.api_process import ApiProcess, assert_searches_again, search_uncached
 from tests.conftest import seed_model
 from tests.milvus_server import MilvusLiteServer
 from tests.search_api.conftest import DOCS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _search(url: str, query: str) -> httpx.Response:
-    # cache off: an answer remembered from before the restart must not hide it.
-    return httpx.post(f"{url}/v1/search", json={"query": query, "cache": False}, timeout=30)
 
 
 def test_search_through_the_api_survives_a_restart_of_the_milvus_server(
@@ -55,7 +49,7 @@ def test_search_through_the_api_survives_a_restart_of_the_milvus_server(
             {"M": 32, "efConstruction": 200},
             {"ef": 200},
         )
-        before = _search(api.url, "断剑客")
+        before = search_uncached(api.url, "断剑客")
         assert before.status_code == 200, before.text
         ids_before = [h["id"] for h in before.json()["hits"]]
         assert ids_before and ids_before[0].startswith("char-1")
@@ -64,26 +58,14 @@ def test_search_through_the_api_survives_a_restart_of_the_milvus_server(
 
         milvus_server.stop(signal.SIGKILL)
         for query in ["断剑客", "玄霜城在哪里"]:
-            down = _search(api.url, query)
+            down = search_uncached(api.url, query)
             assert down.status_code == 503, down.text
             assert down.json()["code"] == "store_unavailable"
         ready = httpx.get(f"{api.url}/v1/ready", timeout=30)
         assert ready.status_code == 503 and ready.json()["store"]["ready"] is False
 
         milvus_server.start()
-        t0 = time.perf_counter()
-        for _ in range(240):  # the circuit probes again within a second; allow a slow reconnect
-            again = _search(api.url, "断剑客")
-            if again.status_code == 200:
-                break
-            assert again.json()["code"] == "store_unavailable", again.text
-            time.sleep(0.5)
-        print(f"searching again {time.perf_counter() - t0:.2f} s after the server answered")
-        assert again.status_code == 200, again.text
-        assert [h["id"] for h in again.json()["hits"]] == ids_before
-        recovered = httpx.get(f"{api.url}/v1/ready", timeout=30)
-        assert recovered.status_code == 200, recovered.text
-        assert recovered.json()["store"]["circuit"] == "closed"
+        assert_searches_again(api.url, ids_before, attempts=240, after="the server answered")
     finally:
         api.stop()
         if milvus_server.proc is None or milvus_server.proc.poll() is not None:

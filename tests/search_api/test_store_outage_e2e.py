@@ -20,7 +20,7 @@ from milvus_lite.server import BIN_PATH
 
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
-from tests.api_process import ApiProcess
+from tests.api_process import ApiProcess, assert_searches_again, search_uncached
 from tests.conftest import seed_model
 from tests.search_api.conftest import DOCS
 
@@ -56,11 +56,6 @@ class LiteServer:
             self.proc.wait()
 
 
-def _search(url: str, query: str) -> httpx.Response:
-    # cache off: an answer remembered from before the outage must not hide it.
-    return httpx.post(f"{url}/v1/search", json={"query": query, "cache": False}, timeout=30)
-
-
 def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_without_a_restart(
     built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -87,7 +82,7 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
         assert "Milvus unreachable" in str(waiting["detail"])
         milvus.start()
         api.wait_until(lambda status, _: status == 200, "ready")
-        before = _search(api.url, "断剑客")
+        before = search_uncached(api.url, "断剑客")
         assert before.status_code == 200, before.text
         ids_before = [h["id"] for h in before.json()["hits"]]
         assert ids_before and ids_before[0].startswith("char-1")
@@ -96,7 +91,7 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
         waits = []
         for query in ["断剑客", "玄霜城在哪里", "听雪剑", "北境"]:
             t0 = time.perf_counter()
-            down = _search(api.url, query)
+            down = search_uncached(api.url, query)
             waits.append(time.perf_counter() - t0)
             assert down.status_code == 503, down.text
             assert down.json()["code"] == "store_unavailable"
@@ -110,19 +105,7 @@ def test_the_api_waits_for_milvus_answers_503_while_it_is_down_and_recovers_with
         assert api.proc is not None and api.proc.poll() is None
 
         milvus.start()
-        t0 = time.perf_counter()
-        for _ in range(120):  # the circuit probes again within a second; allow a slow reconnect
-            again = _search(api.url, "断剑客")
-            if again.status_code == 200:
-                break
-            assert again.json()["code"] == "store_unavailable"
-            time.sleep(0.5)
-        print(f"searching again {time.perf_counter() - t0:.2f} s after Milvus restarted")
-        assert again.status_code == 200, again.text
-        assert [h["id"] for h in again.json()["hits"]] == ids_before
-        recovered = httpx.get(f"{api.url}/v1/ready", timeout=30)
-        assert recovered.status_code == 200, recovered.text
-        assert recovered.json()["store"]["circuit"] == "closed"
+        assert_searches_again(api.url, ids_before, attempts=120, after="Milvus restarted")
     finally:
         api.stop()
         milvus.kill()

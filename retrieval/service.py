@@ -378,7 +378,8 @@ class SearchService:
                 understanding,
             ]
         )
-        return CacheKey.for_query(
+        # `text` is `search_text`'s output, already in normal form: no second normalisation.
+        return CacheKey(
             text,
             filters=filters_key(query.where),
             mode=query.mode.value,

@@ -218,4 +218,4 @@ def question_form(text: str, cut: Callable[[str], Sequence[str]]) -> str:
     mapped = [QUESTION_WORDS.get(w, w) for w in words]
     if len(mapped) > 2 and words[0] in _INVERTIBLE and mapped[1] == COPULA and COPULA not in mapped[2:]:
         mapped = [*mapped[2:], COPULA, mapped[0]]
-    return "".join(mapped)
+    return "".join(mapped).strip()  # an inverted '谁是 milvus' must not start with its space

@@ -74,6 +74,7 @@ def cut(tmp_path_factory: pytest.TempPathFactory) -> JiebaTokenizer:
         ("为什么是他", "为什么是他"),  # ...but never why-is
         ("谁是沈青崖的师父是谁", "谁是沈青崖的师父是谁"),  # a second copula: left alone
         ("何人谷在哪儿", "何人谷在哪里"),  # a name holding a question word's characters stays whole
+        ("谁是 milvus", "milvus是谁"),
     ],
 )
 def test_question_form_writes_question_words_one_way(cut: JiebaTokenizer, query: str, form: str) -> None:

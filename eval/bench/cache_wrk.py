@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from eval.bench.cache_stream import build_stream
 from eval.bench.cpu_per_request import DONE_HOOK, LUA_TEMPLATE, fresh_data_dir, wrk_p95
@@ -115,8 +116,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"  run {run + 1}: {figures}", flush=True)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-        import redis
-
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)

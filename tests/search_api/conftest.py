@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -71,3 +74,14 @@ async def serving(settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # t
 async def client(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     async with serving(api_settings) as test_client:
         yield test_client
+
+
+async def until_ready(http: httpx.AsyncClient, *, within_s: float) -> None:
+    """Poll `/v1/ready` on a server started in this process until it answers 200."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if (await http.get("/v1/ready")).status_code == 200:
+                return
+        assert time.monotonic() < deadline, "server did not become ready"
+        await asyncio.sleep(0.1)

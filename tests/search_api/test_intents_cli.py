@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.encoders.build import BuiltModel
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.routing.classifier import IntentClassifier
 from retrieval.settings import Settings
 from search_api.intents_cli import main
@@ -112,7 +113,7 @@ def test_train_predict_eval(
     )
     assert code == 0
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    assert meta["embedding_model_id"] == "m3e-small" and meta["gamma"] == 1.0 and meta["seed"] == 3
+    assert meta["embedding_model_id"] == DEFAULT_MODEL_ID and meta["gamma"] == 1.0 and meta["seed"] == 3
     assert meta["intents"] == ["character", "location", "out_of_scope"] and meta["anchors"]
     assert {"report_macro_f1", "int8_macro_f1", "int8_argmax_agreement"} <= set(meta["metrics"])
     for name in (
@@ -125,7 +126,7 @@ def test_train_predict_eval(
         "report/confusion.png",
     ):
         assert (out / name).exists(), name
-    assert IntentClassifier.load(out, model_id="m3e-small").labels == (
+    assert IntentClassifier.load(out, model_id=DEFAULT_MODEL_ID).labels == (
         "character",
         "location",
         "out_of_scope",
@@ -134,7 +135,7 @@ def test_train_predict_eval(
     # table of names and kinds travels with the weights.
     assert meta["entity_kinds"] and meta["query_features"] > meta["ngram_buckets"] > 0
     assert (out / "features.json").exists()
-    assert IntentClassifier.load(out, model_id="m3e-small").needs_text
+    assert IntentClassifier.load(out, model_id=DEFAULT_MODEL_ID).needs_text
 
     predictions = tmp_path / "pred.jsonl"
     assert (

@@ -9,6 +9,7 @@ import pytest
 
 from retrieval.collections.specs import ensure_built_model
 from retrieval.encoders.build import hold_build_lock
+from retrieval.encoders.build_cache import ENV_VAR
 from retrieval.settings import Settings
 from search_api.model_build import BUILDING, SKIP, ModelBuild
 from search_api.settings import load_api_settings
@@ -18,8 +19,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # The child reads its settings from the environment, as `serve`'s child does.
+    # The child reads its settings from the environment, as `serve`'s child does. m3e-small, the
+    # smaller model, with an empty model cache of its own: the child really builds.
     monkeypatch.setenv("SEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SEARCH_MODEL_CHECKPOINT", "m3e-small")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "model-cache"))
     return load_api_settings().engine
 
 

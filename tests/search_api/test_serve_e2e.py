@@ -11,6 +11,7 @@ import pytest
 
 from eval.server import free_port
 from retrieval.encoders.build import BuiltModel
+from retrieval.encoders.registry import DEFAULT_MODEL_ID
 from retrieval.settings import PROJECT_ROOT
 from tests.api_process import ApiProcess
 from tests.conftest import seed_model
@@ -49,7 +50,7 @@ def _judged() -> tuple[list[dict[str, str]], dict[str, str]]:
 
 def test_fixture_queries_find_their_judged_entries(server: ApiProcess) -> None:
     ready = httpx.get(f"{server.url}/v1/ready").json()
-    assert ready["encoder"]["model_id"] == "m3e-small" and ready["store"]["chunks"] >= 451
+    assert ready["encoder"]["model_id"] == DEFAULT_MODEL_ID and ready["store"]["chunks"] >= 451
     # The README's example: an alias the entry's text never uses as its title.
     assert _search(server.url, "断剑客", top_k=3)[0]["doc_id"] == "char-0001"
     queries, answer = _judged()

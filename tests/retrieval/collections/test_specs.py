@@ -33,7 +33,7 @@ async def test_settings_naming_e5_give_an_encoder_with_its_prefixes(
     await encoder.close()
 
 
-async def test_m3e_encoder_has_no_prefixes(settings: Settings, built_model: BuiltModel) -> None:
-    encoder = local_encoder(settings, built_model)
+async def test_m3e_encoder_has_no_prefixes(settings: Settings, m3e_model: BuiltModel) -> None:
+    encoder = local_encoder(settings, m3e_model)
     assert (encoder.query_prefix, encoder.passage_prefix) == ("", "")
     await encoder.close()

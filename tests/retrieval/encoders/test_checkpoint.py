@@ -25,7 +25,7 @@ from retrieval.encoders.checkpoint import (
     read_safetensors,
     read_torch_bin,
 )
-from retrieval.encoders.registry import default_checkpoint_dir
+from retrieval.encoders.registry import M3E_SMALL
 
 pytestmark = pytest.mark.unit
 
@@ -237,7 +237,7 @@ def test_normalize_bert_keys_requires_embeddings() -> None:
 
 
 def test_m3e_small_bin_loads_with_expected_shapes() -> None:
-    ckpt = default_checkpoint_dir()
+    ckpt = M3E_SMALL.checkpoint_dir()
     assert find_weights_file(ckpt).name == "pytorch_model.bin"
     weights = load_checkpoint(ckpt)
     assert weights["embeddings.word_embeddings.weight"].shape == (21128, 512)

@@ -26,7 +26,7 @@ from retrieval.encoders.build import (
     export_fp32,
 )
 from retrieval.encoders.pooling import l2_normalize, mean_pool
-from retrieval.encoders.registry import default_checkpoint_dir
+from retrieval.encoders.registry import M3E_SMALL
 from retrieval.encoders.session import create_session
 from retrieval.encoders.tokenization import Batch, encode_batch, load_tokenizer
 
@@ -57,7 +57,7 @@ def m3e(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     """m3e-small built once per session; the build itself must stay well under a minute."""
     out = tmp_path_factory.mktemp("m3e") / "model"
     started = time.perf_counter()
-    built = build_model(default_checkpoint_dir(), out)
+    built = build_model(M3E_SMALL.checkpoint_dir(), out)
     elapsed = time.perf_counter() - started
     assert elapsed < 60, f"build took {elapsed:.1f}s"
     return built
@@ -82,7 +82,7 @@ def test_manifest_describes_the_build(m3e: BuiltModel) -> None:
     assert manifest["dim"] == m3e.dim == 512
     assert manifest["max_length"] == 512
     assert manifest["licence"] == "research use only (non-commercial)"
-    assert manifest["source_checkpoint"] == str(default_checkpoint_dir().resolve())
+    assert manifest["source_checkpoint"] == str(M3E_SMALL.checkpoint_dir().resolve())
     assert len(manifest["weights_sha256"]) == 64
     assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(manifest["files"])
     assert manifest["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"

@@ -18,7 +18,9 @@ QUERIES = ["断剑客", "沈青崖的佩剑", "霜刃门在哪里", "谁是沈�
 
 @pytest.fixture(scope="module")
 def encoder(built_model: BuiltModel) -> OnnxEncoder:
-    return OnnxEncoder(built_model.int8_path, built_model.tokenizer_path, model_id="m3e-small", max_batch=32)
+    return OnnxEncoder(
+        built_model.int8_path, built_model.tokenizer_path, model_id=built_model.model_id, max_batch=32
+    )
 
 
 async def test_a_lone_query_runs_alone(encoder: OnnxEncoder) -> None:
@@ -62,7 +64,7 @@ async def test_a_query_right_after_a_run_ends_is_answered(encoder: OnnxEncoder) 
 
 
 async def test_a_failed_run_fails_every_query_that_shared_it(built_model: BuiltModel) -> None:
-    broken = OnnxEncoder(built_model.int8_path, built_model.tokenizer_path, model_id="m3e-small")
+    broken = OnnxEncoder(built_model.int8_path, built_model.tokenizer_path, model_id=built_model.model_id)
 
     def explode(_: object) -> None:
         raise RuntimeError("onnx run failed")

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.unit
 
 def test_registered_ids_resolve_to_their_specs() -> None:
     assert resolve_model("multilingual-e5-small") is MULTILINGUAL_E5_SMALL
-    assert resolve_model(None) is M3E_SMALL
-    assert resolve_model("") is M3E_SMALL
+    assert resolve_model("m3e-small") is M3E_SMALL
+    # The default is the MIT-licensed model; the research-only one is opt-in.
+    assert resolve_model(None) is MULTILINGUAL_E5_SMALL
+    assert resolve_model("") is MULTILINGUAL_E5_SMALL
+    assert "MIT" in resolve_model(None).licence
     renamed = resolve_model("multilingual-e5-small", model_id="e5-custom")
     assert renamed == dataclasses.replace(MULTILINGUAL_E5_SMALL, model_id="e5-custom")
 

@@ -23,6 +23,7 @@ from retrieval.settings import PROJECT_ROOT
 from retrieval.types import Vectors
 
 DEFAULT_ROOT = PROJECT_ROOT / "data" / "passage-vectors"
+_DIGEST_BYTES = 20
 
 
 def text_key(text: str) -> bytes:
@@ -44,8 +45,9 @@ class VectorCache:
                 if vectors.ndim != 2 or vectors.shape[1] != dim:
                     raise ValueError(f"{shard}: vectors of shape {vectors.shape}, expected (n, {dim})")
                 for key in data["keys"]:
-                    # A text in two shards (two runs at once) keeps its first row.
-                    self._rows.setdefault(bytes(key), position)
+                    # A text in two shards (two runs at once) keeps its first row. NumPy's fixed
+                    # bytes type drops trailing NUL bytes on reading: pad the digest back.
+                    self._rows.setdefault(bytes(key).ljust(_DIGEST_BYTES, b"\0"), position)
                     position += 1
                 parts.append(vectors)
         self._matrix = np.vstack(parts) if parts else np.zeros((0, dim), np.float32)
@@ -84,7 +86,11 @@ class VectorCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{len(self._matrix):09d}-{uuid.uuid4().hex[:6]}"
         tmp = self.folder / f".{name}.tmp.npz"
-        np.savez(tmp, keys=np.array(self._pending_keys, dtype="S20"), vectors=np.vstack(self._pending))
+        np.savez(
+            tmp,
+            keys=np.array(self._pending_keys, dtype=f"S{_DIGEST_BYTES}"),
+            vectors=np.vstack(self._pending),
+        )
         os.replace(tmp, self.folder / f"{name}.npz")
         self._pending_keys, self._pending = [], []
 

@@ -40,6 +40,15 @@ def test_vectors_survive_a_reload_and_only_missing_texts_are_reported(tmp_path: 
     assert sorted(p.suffix for p in (tmp_path / "m").iterdir()) == [".npz", ".npz"]  # no temp files
 
 
+def test_a_key_ending_in_a_nul_byte_is_found_again(tmp_path: Path) -> None:
+    # NumPy's fixed-width bytes drop trailing NULs on reading; about one digest in 256 ends in one.
+    text = next(f"文{i}" for i in range(10_000) if text_key(f"文{i}").endswith(b"\0"))
+    cache = VectorCache(tmp_path / "m", 4)
+    cache.add([text], _vectors(1))
+    cache.flush()
+    assert VectorCache(tmp_path / "m", 4).missing([text]) == []
+
+
 def test_a_text_in_two_shards_keeps_its_first_vector(tmp_path: Path) -> None:
     one, two = VectorCache(tmp_path / "m", 4), VectorCache(tmp_path / "m", 4)  # two runs at once
     one.add(["x", "y"], _vectors(2, seed=1))

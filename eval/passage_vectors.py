@@ -57,6 +57,10 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def lookup_rows(self, n: int) -> Vectors:
+        """The first `n` stored vectors, in the order they were written (a sample for benchmarks)."""
+        return np.array(self._matrix[:n], dtype=np.float32)
+
     def missing(self, texts: Sequence[str]) -> list[int]:
         """Positions of the texts that have no vector yet."""
         return [i for i, t in enumerate(texts) if text_key(t) not in self._rows]

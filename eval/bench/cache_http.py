@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--stream", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1, help="stream seed (tune on one, report on another)")
-    parser.add_argument("--thresholds", default="0.995", help="trusted semantic thresholds (no evidence)")
+    parser.add_argument("--thresholds", default="0.999", help="trusted semantic thresholds (no evidence)")
     parser.add_argument(
         "--verify-thresholds", default="", help="verified-band thresholds ('' or >= trusted: no band)"
     )

@@ -161,6 +161,12 @@ def raw_dense(settings: Settings, collection: str, vectors: np.ndarray, nprobe: 
         release_lite(settings.milvus_uri)
 
 
+def _median(runs: Sequence[dict[str, Any]], key: str) -> float | None:
+    """Median of a figure over runs; wrk leaves a percentile out when it did not parse (None)."""
+    values = [float(r[key]) for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
 def http_load(
     data_dir: Path, env: dict[str, str], queries: Sequence[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -185,8 +191,7 @@ def http_load(
                 runs.append(figures)
                 print(f"    c={c}: {figures}", flush=True)
             medians = {
-                k: round(statistics.median(float(r[k]) for r in runs), 2)
-                for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request")
+                k: _median(runs, k) for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request")
             }
             out[str(c)] = {"runs": runs, "median": medians, "errors": sum(r["errors"] for r in runs)}
     return out
@@ -234,6 +239,10 @@ def measure_size(
     return point
 
 
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The measured table: per size, per index, per concurrency."""
     lines = [
@@ -263,7 +272,7 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(
                     f"| {p['chunks']:,} | {name} | {recall} "
                     f"| {raw['p50_ms']:.1f} / {raw['p95_ms']:.1f} | {c} "
-                    f"| {m['rps']:.0f} | {m['p50_ms']:.0f} / {m['p95_ms']:.0f} / {m['p99_ms']:.0f} "
+                    f"| {m['rps']:.0f} | {m['p50_ms']:.0f} / {m['p95_ms']:.0f} / {_cell(m['p99_ms'])} "
                     f"| {m['cpu_ms_per_request']:.1f} |"
                 )
     lines += ["", "IVF_FLAT sweeps (recall@10, raw dense P50 / P95 ms):", ""]

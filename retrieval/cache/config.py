@@ -18,14 +18,14 @@ class CacheConfig:
     """Lifetime of an entry; also bounds how stale a response can be if a version bump is lost."""
     max_entries: int = 10_000
     """In memory: the LFU bound. With Redis: the bound of each worker's local vector matrix."""
-    semantic_threshold: float = 0.995
+    semantic_threshold: float = 0.999
     """Cosine between query vectors from which a semantic hit is served on the vectors alone
     (guards apply on top)."""
-    verify_threshold: float = 0.94
+    verify_threshold: float = 0.99
     """Lower cosine from which a guard-passing candidate is served if the query's own sparse
     top-k overlaps the candidate's answer (`verify_min_overlap`); at or above `semantic_threshold`,
     no candidate is verified."""
-    verify_min_overlap: float = 0.9
+    verify_min_overlap: float = 1.0
     """Share of the query's sparse top `verify_depth` documents that must be among the cached
     answer's top `verify_depth` documents."""
     verify_depth: int = 10

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -31,6 +32,8 @@ from retrieval.util import utc_now, write_json_atomic
 _R = TypeVar("_R")
 
 logger = logging.getLogger(__name__)
+
+_CONNECT_ATTEMPTS, _CONNECT_RETRY_S = 3, 0.5
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 """Milvus collection (and alias) names: a letter or underscore, then letters, digits, underscores."""
@@ -183,7 +186,17 @@ class AliasPointer:
         return self._file.logical
 
     def _client(self) -> MilvusClient:
-        return MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout_s)
+        # pymilvus shares one connection per URI; one the server dropped (a restart, or a GOAWAY
+        # for too many keepalive pings) fails its first reconnect while the server is up. A new
+        # attempt a moment later connects; a server that is really down still fails, a second on.
+        for attempt in range(_CONNECT_ATTEMPTS):
+            try:
+                return MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout_s)
+            except MilvusException:
+                if attempt == _CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(_CONNECT_RETRY_S)
+        raise AssertionError("unreachable")
 
     def _exists(self, client: MilvusClient) -> bool:
         # Listed first: asking Milvus to describe (or alter) an alias that does not exist yet is an

@@ -148,6 +148,21 @@ def wrk_p95(script: Path, url: str, concurrency: int, duration: float) -> dict[s
     return figures
 
 
+def measured_wrk_run(script: Path, url: str, pid: int, concurrency: int, duration: float) -> dict[str, Any]:
+    """One wrk run with the server's CPU per request (its own and its Milvus Lite child's)."""
+    before = tree_cpu_seconds(pid)
+    figures = wrk_p95(script, url, concurrency, duration)
+    after = tree_cpu_seconds(pid)
+    done = max(figures["requests"], 1)
+    own = after["server"] - before["server"]
+    engine = after["children"] - before["children"]
+    figures["python_cpu_ms_per_request"] = round(own * 1000 / done, 3)
+    figures["milvus_cpu_ms_per_request"] = round(engine * 1000 / done, 3)
+    figures["cpu_ms_per_request"] = round((own + engine) * 1000 / done, 3)
+    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return figures
+
+
 DONE_HOOK = """
 done = function(summary, latency, requests)
   io.write(string.format("p95_us=%d\\n", latency:percentile(95)))
@@ -260,16 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for c in args.concurrency:
                 runs = []
                 for run in range(args.runs):
-                    before = tree_cpu_seconds(proc.pid)
-                    figures = wrk_p95(script, url, c, args.duration)
-                    after = tree_cpu_seconds(proc.pid)
-                    done = max(figures["requests"], 1)
-                    own = after["server"] - before["server"]
-                    engine = after["children"] - before["children"]
-                    figures["python_cpu_ms_per_request"] = round(own * 1000 / done, 3)
-                    figures["milvus_cpu_ms_per_request"] = round(engine * 1000 / done, 3)
-                    figures["cpu_ms_per_request"] = round((own + engine) * 1000 / done, 3)
-                    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+                    figures = measured_wrk_run(script, url, proc.pid, c, args.duration)
                     figures["run"] = run + 1
                     runs.append(figures)
                     print(f"  c={c} run {run + 1}: {figures}", flush=True)

@@ -169,18 +169,21 @@ async def grow(settings: Settings, target: int, base: int, lock: Path | None, st
         release_lite(settings.milvus_uri)
 
 
-def set_dense_index(settings: Settings, collection: str, index: str) -> float:
-    """Rebuild the dense index of the existing rows as `index`; returns the seconds it took."""
+def set_dense_index(settings: Settings, collection: str, index: str, nlist: int | None = None) -> float:
+    """Rebuild the dense index of the existing rows as `index` (IVF_FLAT with `nlist` lists,
+    default `store.ivf_nlist`); returns the seconds it took, 0 when that index is in place."""
+    lists = nlist or settings.store.ivf_nlist
     client = MilvusClient(settings.milvus_uri)
     try:
         current = client.describe_index(collection, "dense") or {}
-        if current.get("index_type") == index:
+        same_lists = index == "FLAT" or str(current.get("nlist", "")) == str(lists)
+        if current.get("index_type") == index and same_lists:
             return 0.0
         started = time.perf_counter()
         client.release_collection(collection)
         client.drop_index(collection, "dense")
         params = client.prepare_index_params()
-        extra = {"nlist": settings.store.ivf_nlist} if index == "IVF_FLAT" else {}
+        extra = {"nlist": lists} if index == "IVF_FLAT" else {}
         params.add_index("dense", index_type=index, metric_type="COSINE", params=extra)
         client.create_index(collection, params)
         client.load_collection(collection)

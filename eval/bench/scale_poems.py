@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 from pymilvus import MilvusClient
 
-from eval.bench.cpu_per_request import DONE_HOOK, lua_script, tree_cpu_seconds, wrk_p95
+from eval.bench.cpu_per_request import DONE_HOOK, lua_script, measured_wrk_run, wrk_p95
 from eval.bench.results import write_result
-from eval.bench.scale import _collection, _disk_mb, _lite_memory_mb, recall_at_10
+from eval.bench.scale import _collection, _disk_mb, _lite_memory_mb, recall_at_10, set_dense_index
 from eval.bench.stats import latency_summary, rounded
 from eval.passage_vectors import DEFAULT_ROOT, CachedPassages, VectorCache
 from eval.poetry import poem_documents
@@ -117,28 +117,6 @@ async def grow(settings: Settings, target: int, batch: int = 2000) -> dict[str, 
         release_lite(settings.milvus_uri)
 
 
-def set_dense_index(settings: Settings, collection: str, index: str, nlist: int) -> float:
-    """Rebuild the dense index on the stored rows; seconds it took (0 when already in place)."""
-    client = MilvusClient(settings.milvus_uri)
-    try:
-        current = client.describe_index(collection, "dense") or {}
-        same_nlist = str(current.get("nlist", "")) == str(nlist) or index == "FLAT"
-        if current.get("index_type") == index and same_nlist:
-            return 0.0
-        started = time.perf_counter()
-        client.release_collection(collection)
-        client.drop_index(collection, "dense")
-        params = client.prepare_index_params()
-        extra = {"nlist": nlist} if index == "IVF_FLAT" else {}
-        params.add_index("dense", index_type=index, metric_type="COSINE", params=extra)
-        client.create_index(collection, params)
-        client.load_collection(collection)
-        return time.perf_counter() - started
-    finally:
-        client.close()
-        release_lite(settings.milvus_uri)
-
-
 def raw_dense(settings: Settings, collection: str, vectors: np.ndarray, nprobe: int | None) -> dict[str, Any]:
     """The engine call alone: one dense top-10 search per query vector; latency and the hits."""
     client = MilvusClient(settings.milvus_uri)
@@ -181,13 +159,7 @@ def http_load(
         for c in args.concurrency:
             runs = []
             for _ in range(args.runs):
-                before = tree_cpu_seconds(proc.pid)
-                figures = wrk_p95(script, url, c, args.duration)
-                after = tree_cpu_seconds(proc.pid)
-                done = max(figures["requests"], 1)
-                spent = (after["server"] - before["server"]) + (after["children"] - before["children"])
-                figures["cpu_ms_per_request"] = round(spent * 1000 / done, 3)
-                figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+                figures = measured_wrk_run(script, url, proc.pid, c, args.duration)
                 runs.append(figures)
                 print(f"    c={c}: {figures}", flush=True)
             medians = {

@@ -1,9 +1,9 @@
 """The local encoder: an ONNX (INT8 by default) BERT model run by ONNX Runtime off the event loop.
 
-Concurrent query calls are micro-batched. A query that finds the model idle runs at once (after
-`batch_window_ms`, 0 by default, for callers who prefer to gather); queries that arrive while a
-run is in flight wait for it and then share the next run. A batch costs little more than a single
-query, so throughput rises under load, and a lone query never waits for company that is not there.
+Concurrent query calls are micro-batched (`retrieval.batching`): a query that finds the model
+idle runs at once (after `batch_window_ms`, 0 by default, for callers who prefer to gather);
+queries that arrive while a run is in flight share the next run. A batch costs little more than a
+single query, so throughput rises under load, and a lone query never waits for company.
 
 Models trained with instruction prefixes (e5: ``"query: "`` / ``"passage: "``) get them from their
 registry entry through the built model's manifest; the encoder prepends them to every query and
@@ -13,24 +13,17 @@ passage, so callers always pass bare text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.batching import MicroBatcher
 from retrieval.encoders.pooling import l2_normalize, mean_pool
 from retrieval.encoders.session import create_session
 from retrieval.encoders.tokenization import encode_batch, load_tokenizer
 from retrieval.types import Vectors
-
-
-@dataclass
-class _Pending:
-    texts: list[str]
-    future: asyncio.Future[Vectors]
 
 
 class OnnxEncoder:
@@ -66,17 +59,11 @@ class OnnxEncoder:
         # One ONNX run at a time: ORT already spreads a run over intra_op_threads, and two runs
         # racing on 2 cores only thrash.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
-        self._window_s = batch_window_ms / 1000
         self._max_batch = max_batch
-        self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
-        # Runs started and not yet ended. Not len(_running): a task leaves that set in a done
-        # callback, after the callers it answered have resumed, and a query sent by one of them
-        # in between would wait for a run that has already ended.
-        self._in_flight = 0
+        self._batcher: MicroBatcher[str, Vectors] = MicroBatcher(
+            self._encode_batch, max_batch=max_batch, window_s=batch_window_ms / 1000
+        )
         self._dim = int(self._run(["维度"]).shape[1])
-        self.batches_run = 0
 
     @property
     def model_id(self) -> str:
@@ -138,56 +125,16 @@ class OnnxEncoder:
         """Embed queries, sharing an ONNX run with queries that arrive within the batch window."""
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        return await self._batcher.submit([self._query_prefix + t for t in texts])
+
+    async def _encode_batch(self, texts: list[str]) -> Vectors:
         loop = asyncio.get_running_loop()
-        pending = _Pending([self._query_prefix + t for t in texts], loop.create_future())
-        self._queue.append(pending)
-        if sum(len(p.texts) for p in self._queue) >= self._max_batch:
-            self._flush_now()
-        elif self._flusher is None and not self._in_flight:
-            # Idle model: go now (or after the configured window). Busy model: the run in
-            # flight flushes the queue when it ends, so waiting queries batch by themselves.
-            self._flusher = asyncio.create_task(self._flush_later())
-        return await pending.future
+        return await loop.run_in_executor(self._executor, self.encode_sync, texts)
 
-    async def _flush_later(self) -> None:
-        try:
-            await asyncio.sleep(self._window_s)  # 0 still lets queries of the same loop tick join
-        finally:
-            self._flusher = None
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        batch, self._queue = self._queue, []
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        if batch:
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            # The loop only keeps weak references to tasks; hold this one until it finishes.
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _execute(self, batch: list[_Pending]) -> None:
-        texts = [t for p in batch for t in p.texts]
-        loop = asyncio.get_running_loop()
-        try:
-            vectors = await loop.run_in_executor(self._executor, self.encode_sync, texts)
-        except Exception as exc:  # every waiter must hear about the failure
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        finally:
-            self._in_flight -= 1
-            if self._queue and self._flusher is None:
-                self._flush_now()  # the queries that queued behind this run
-        self.batches_run += 1
-        offset = 0
-        for p in batch:
-            if not p.future.done():
-                p.future.set_result(vectors[offset : offset + len(p.texts)])
-            offset += len(p.texts)
+    @property
+    def batches_run(self) -> int:
+        """ONNX runs that answered `encode_queries` calls (each may answer several)."""
+        return self._batcher.runs
 
     async def ready(self) -> bool:
         """A local model is ready once loaded."""
@@ -195,8 +142,5 @@ class OnnxEncoder:
 
     async def close(self) -> None:
         """Stop the executor; pending runs finish first."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await self._batcher.close()
         self._executor.shutdown(wait=True)

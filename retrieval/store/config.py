@@ -22,3 +22,5 @@ class StoreConfig:
     lite_index: str = "FLAT"
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
+    search_batch: int = 16
+    """Most query vectors one engine call carries when concurrent searches share it (1: none share)."""

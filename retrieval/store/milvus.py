@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from pymilvus.exceptions import (
     MilvusUnavailableException,
 )
 
+from retrieval.batching import MicroBatcher
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
 from retrieval.store.config import StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression, titles_expression
@@ -55,6 +58,30 @@ _HIT_FIELDS = ["doc_id", "title", "kind", "text", "chunk_index", "metadata"]
 _QUERY_WINDOW = 16_384
 # Milvus' error code for a search or query on a collection that is not loaded.
 _COLLECTION_NOT_LOADED = 101
+
+
+@dataclass(frozen=True)
+class _SearchKey:
+    """What makes searches shareable in one engine call: the same path, depth, filter, parameters."""
+
+    field: str
+    limit: int
+    expression: str
+    params: str  # JSON, sorted keys
+
+
+def _stored_hit(item: Any) -> StoredHit:
+    entity = item.get("entity", {})
+    return StoredHit(
+        id=str(item["id"]),
+        score=float(item["distance"]),
+        doc_id=entity.get("doc_id", ""),
+        title=entity.get("title", ""),
+        kind=entity.get("kind", ""),
+        text=entity.get("text", ""),
+        chunk_index=int(entity.get("chunk_index", 0)),
+        metadata=dict(entity.get("metadata") or {}),
+    )
 
 
 def _terms(row: dict[str, Any]) -> StoredTerms:
@@ -119,6 +146,7 @@ def store_for(
         lite_index=config.lite_index,
         ivf_nlist=config.ivf_nlist,
         ivf_nprobe=config.ivf_nprobe,
+        search_batch=config.search_batch,
     )
 
 
@@ -150,6 +178,7 @@ class MilvusStore:
         lite_index: str = "FLAT",
         ivf_nlist: int = 1024,
         ivf_nprobe: int = 32,
+        search_batch: int = 16,
         breaker: CircuitBreaker | None = None,
     ):
         if lite_index not in {"FLAT", "IVF_FLAT"}:
@@ -175,6 +204,14 @@ class MilvusStore:
         self._client: AsyncMilvusClient | None = None
         self._sync: MilvusClient | None = None
         self._dim = 0
+        if search_batch < 1:
+            raise ValueError("search_batch must be >= 1")
+        self.search_batch = search_batch
+        # One batcher per kind of search in progress (path, depth, filter, parameters); dropped
+        # when idle, so user filters that vary per request do not pile up.
+        self._batchers: dict[_SearchKey, MicroBatcher[Any, list[list[StoredHit]]]] = {}
+        self.search_calls = 0
+        """Engine search calls made (each answers one or more searches)."""
         self.dense_index: dict[str, Any] = {}
         """The dense index in use (type, metric, build and search parameters), once `open`ed."""
 
@@ -420,36 +457,41 @@ class MilvusStore:
     async def _search(
         self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]
     ) -> list[StoredHit]:
+        """One search, sharing an engine call with concurrent searches that ask the same thing."""
+        key = _SearchKey(field, limit, milvus_expression(where), json.dumps(params, sort_keys=True))
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = MicroBatcher(functools.partial(self._search_many, key), max_batch=self.search_batch)
+            self._batchers[key] = batcher
+        try:
+            (hits,) = await batcher.submit(data)
+        finally:
+            if batcher.idle and self._batchers.get(key) is batcher:
+                del self._batchers[key]
+        return hits
+
+    async def _search_many(self, key: _SearchKey, data: list[Any]) -> list[list[StoredHit]]:
+        """One engine call over several query vectors: the hits of each, in order."""
+        self.search_calls += 1
         result = await self._read(
-            f"{field} search",
+            f"{key.field} search",
             lambda: self._async().search(
                 self.collection,
                 data=data,
-                anns_field=field,
-                limit=limit,
-                filter=milvus_expression(where),
+                anns_field=key.field,
+                limit=key.limit,
+                filter=key.expression,
                 output_fields=_HIT_FIELDS,
-                search_params=params,
+                search_params=json.loads(key.params),
                 timeout=self.search_timeout_s,
             ),
             timeout_s=self.search_timeout_s,
         )
-        hits: list[StoredHit] = []
-        for item in result[0] if result else []:
-            entity = item.get("entity", {})
-            hits.append(
-                StoredHit(
-                    id=str(item["id"]),
-                    score=float(item["distance"]),
-                    doc_id=entity.get("doc_id", ""),
-                    title=entity.get("title", ""),
-                    kind=entity.get("kind", ""),
-                    text=entity.get("text", ""),
-                    chunk_index=int(entity.get("chunk_index", 0)),
-                    metadata=dict(entity.get("metadata") or {}),
-                )
-            )
-        return hits
+        found = list(result) if result else []
+        # Milvus answers every query vector; an answer without one would misattribute hits.
+        if len(found) != len(data):
+            raise StoreError(f"Milvus answered {len(found)} of {len(data)} searches of one call")
+        return [[_stored_hit(item) for item in hits] for hits in found]
 
     async def count(self) -> int:
         """Number of live chunks (deleted ones excluded)."""

@@ -7,6 +7,7 @@ properties. Every test runs on both backends unless it is about one of them.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -105,6 +106,30 @@ async def test_the_model_record_survives_a_reopen_and_guards_the_collection(
         await stores(name).open("model-b", DIM)
     with pytest.raises(ModelMismatch, match="model-a"):
         await stores(name).open("model-a", DIM * 2)
+
+
+async def test_concurrent_searches_share_engine_calls_and_get_their_own_hits(
+    stores: StoreFactory, name: str
+) -> None:
+    store = stores(name)
+    await store.open("model-a", DIM)
+    await store.upsert(RECORDS)
+    queries = [_vector(seed) for seed in range(1, 9)]
+    alone = []
+    for q in queries:
+        alone.append([(h.id, round(h.score, 5)) for h in await store.search_dense(q, 3, SearchFilter())])
+    calls = store.search_calls
+    together = await asyncio.gather(*(store.search_dense(q, 3, SearchFilter()) for q in queries))
+    # The first search may go alone; the seven that arrived while it was in flight share one call.
+    assert store.search_calls - calls <= 2
+    assert [[(h.id, round(h.score, 5)) for h in hits] for hits in together] == alone
+    # Searches that differ in filter or depth never share a call, and each keeps its own answer.
+    items, deeper = await asyncio.gather(
+        store.search_dense(queries[0], 5, SearchFilter.build(kinds="item")),
+        store.search_dense(queries[0], 5, SearchFilter()),
+    )
+    assert {h.kind for h in items} == {"item"} and len(deeper) == len(RECORDS)
+    assert not store._batchers  # idle batchers are dropped
 
 
 async def test_upsert_search_filter_iterate_and_delete(stores: StoreFactory, name: str) -> None:

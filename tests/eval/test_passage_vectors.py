@@ -58,7 +58,7 @@ def test_a_text_in_two_shards_keeps_its_first_vector(tmp_path: Path) -> None:
     merged = VectorCache(tmp_path / "m", 4)
     assert len(merged) == 3
     shards = sorted((tmp_path / "m").glob("part-*.npz"))
-    kept = {}
+    kept: dict[bytes, object] = {}
     for shard in shards:
         with np.load(shard) as data:
             for key, vector in zip(data["keys"], data["vectors"], strict=True):

@@ -117,7 +117,7 @@ async def test_round_trip_local_int8_to_remote_model_and_back(
             server.delay_s = 0.1
             target = remote_encoder(RemoteEncoderConfig("ollama", server.base_url, OLLAMA_MODEL))
             copying = asyncio.Event()
-            stop, failures = asyncio.Event(), []
+            stop, failures = asyncio.Event(), list[BaseException]()
             searches = asyncio.create_task(_search_loop(pipeline, stop, failures))
             job = asyncio.create_task(
                 reindex(

@@ -58,9 +58,9 @@ async def test_upsert_chunks_long_text_then_delete(client: AsyncTestClient) -> N
     ],
 )
 async def test_bad_documents_are_refused_and_nothing_is_written(
-    client: AsyncTestClient,
+    client: AsyncTestClient,  # type: ignore[type-arg]
     doc: dict[str, Any],
-    code: str,  # type: ignore[type-arg]
+    code: str,
 ) -> None:
     before = (await client.get("/v1/ready")).json()["store"]["chunks"]
     batch = {"documents": [{"id": "good-1", "text": "好的文档。"}, doc]}

@@ -77,10 +77,10 @@ async def test_offset_pages_are_stable_and_disjoint(client: AsyncTestClient) -> 
     ],
 )
 async def test_bad_input_gets_a_4xx_with_a_stable_code(
-    client: AsyncTestClient,
+    client: AsyncTestClient,  # type: ignore[type-arg]
     body: dict[str, Any],
     code: str,
-    field: str,  # type: ignore[type-arg]
+    field: str,
 ) -> None:
     response = await client.post("/v1/search", json=body)
     assert response.status_code == 400, response.text

@@ -39,10 +39,10 @@ def at_cosine(base: npt.NDArray[np.float32], cosine: float, seed: int = 0) -> np
     """A unit vector whose cosine with unit vector `base` is exactly `cosine` (a constructed paraphrase)."""
     rng = np.random.default_rng(seed)
     b = base.astype(np.float64)
-    other = rng.standard_normal(b.shape[0])
-    other -= other.dot(b) * b
+    other = np.asarray(rng.standard_normal(b.shape[0]), dtype=np.float64)
+    other -= float(other.dot(b)) * b
     other /= np.linalg.norm(other)
-    return (cosine * b + np.sqrt(1.0 - cosine**2) * other).astype(np.float32)
+    return np.asarray(cosine * b + np.sqrt(1.0 - cosine**2) * other, dtype=np.float32)
 
 
 def delete_prefix(url: str, prefix: str) -> None:

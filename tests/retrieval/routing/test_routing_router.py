@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,7 +161,7 @@ def test_every_classifier_intent_needs_a_route(table_path: Path) -> None:
         Router(parse_routing_table(raw), one_hot_classifier())
 
 
-def _raw(path: Path) -> dict:
+def _raw(path: Path) -> dict[str, Any]:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
@@ -188,8 +189,8 @@ def _raw(path: Path) -> dict:
         ({"intents": {}}, "at least one"),
     ],
 )
-def test_bad_tables_are_refused(patch: dict, message: str) -> None:
-    raw: dict = {"routing": {}, "default": {}, "intents": {"lore": {}}}
+def test_bad_tables_are_refused(patch: dict[str, Any], message: str) -> None:
+    raw: dict[str, Any] = {"routing": {}, "default": {}, "intents": {"lore": {}}}
     for key, value in patch.items():
         if key == "intents" and value:
             raw["intents"] = {**raw["intents"], **value}

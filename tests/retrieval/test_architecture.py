@@ -17,8 +17,8 @@ from retrieval.settings import PROJECT_ROOT
 pytestmark = pytest.mark.unit
 
 PACKAGE = PROJECT_ROOT / "retrieval"
-SHARED = {"retrieval.types", "retrieval.errors", "retrieval.util", "retrieval.text"}
-"""What every role may import: value types, the error base, helpers, text normalisation."""
+SHARED = {"retrieval.types", "retrieval.errors", "retrieval.util", "retrieval.text", "retrieval.batching"}
+"""What every role may import: value types, the error base, helpers, text normalisation, micro-batching."""
 ROLES = ("encoders", "sparse", "store", "fusion", "ranking", "routing", "cache", "understanding")
 """Packages (or modules) that play one role each and compose nothing."""
 

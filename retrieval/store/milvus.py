@@ -457,7 +457,11 @@ class MilvusStore:
     async def _search(
         self, field: str, data: list[Any], limit: int, where: SearchFilter, params: dict[str, Any]
     ) -> list[StoredHit]:
-        """One search, sharing an engine call with concurrent searches that ask the same thing."""
+        """One search, sharing an engine call with concurrent searches that ask the same thing.
+
+        A search that finds such a call in flight waits for it, then goes with the others that
+        queued meanwhile: its wait is bounded by two search deadlines, not one.
+        """
         key = _SearchKey(field, limit, milvus_expression(where), json.dumps(params, sort_keys=True))
         batcher = self._batchers.get(key)
         if batcher is None:

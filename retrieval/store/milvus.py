@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -62,12 +61,15 @@ _COLLECTION_NOT_LOADED = 101
 
 @dataclass(frozen=True)
 class _SearchKey:
-    """What makes searches shareable in one engine call: the same path, depth, filter, parameters."""
+    """What makes searches shareable in one engine call: the same path, depth and filter.
+
+    The search parameters are not part of it: a store derives them from the path and the depth
+    alone (`dense_search_params`, the sparse path's fixed ones).
+    """
 
     field: str
     limit: int
     expression: str
-    params: str  # JSON, sorted keys
 
 
 def _stored_hit(item: Any) -> StoredHit:
@@ -462,11 +464,11 @@ class MilvusStore:
         A search that finds such a call in flight waits for it, then goes with the others that
         queued meanwhile: its wait is bounded by two search deadlines, not one.
         """
-        key = _SearchKey(field, limit, milvus_expression(where), json.dumps(params, sort_keys=True))
+        key = _SearchKey(field, limit, milvus_expression(where))
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = MicroBatcher(functools.partial(self._search_many, key), max_batch=self.search_batch)
-            self._batchers[key] = batcher
+            run = functools.partial(self._search_many, key, params)
+            batcher = self._batchers[key] = MicroBatcher(run, max_batch=self.search_batch)
         try:
             (hits,) = await batcher.submit(data)
         finally:
@@ -474,7 +476,9 @@ class MilvusStore:
                 del self._batchers[key]
         return hits
 
-    async def _search_many(self, key: _SearchKey, data: list[Any]) -> list[list[StoredHit]]:
+    async def _search_many(
+        self, key: _SearchKey, params: dict[str, Any], data: list[Any]
+    ) -> list[list[StoredHit]]:
         """One engine call over several query vectors: the hits of each, in order."""
         self.search_calls += 1
         result = await self._read(
@@ -486,7 +490,7 @@ class MilvusStore:
                 limit=key.limit,
                 filter=key.expression,
                 output_fields=_HIT_FIELDS,
-                search_params=json.loads(key.params),
+                search_params=params,
                 timeout=self.search_timeout_s,
             ),
             timeout_s=self.search_timeout_s,

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ from pymilvus.exceptions import (
     MilvusException,
     MilvusUnavailableException,
 )
+from pymilvus.milvus_client.index import IndexParams
 
 from retrieval.batching import MicroBatcher
 from retrieval.errors import ModelMismatch, StoreError, StoreUnavailable
-from retrieval.store.config import StoreConfig
+from retrieval.store.config import GRPC_OPTIONS, StoreConfig
 from retrieval.store.filters import doc_ids_expression, milvus_expression, titles_expression
 from retrieval.store.layout import (
     HNSW_EF,
@@ -225,13 +226,17 @@ class MilvusStore:
     # -- connection -------------------------------------------------------------------------
     def _async(self) -> AsyncMilvusClient:
         if self._client is None:
-            self._client = AsyncMilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+            self._client = AsyncMilvusClient(
+                uri=self.uri, token=self._token, timeout=self.timeout_s, grpc_options=GRPC_OPTIONS
+            )
         return self._client
 
     def _blocking(self) -> MilvusClient:
         # Iterators exist only on the synchronous client; used for maintenance, off the loop.
         if self._sync is None:
-            self._sync = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+            self._sync = MilvusClient(
+                uri=self.uri, token=self._token, timeout=self.timeout_s, grpc_options=GRPC_OPTIONS
+            )
         return self._sync
 
     async def _call(self, what: str, coro: Any, *, timeout_s: float | None = None) -> Any:
@@ -268,12 +273,29 @@ class MilvusStore:
         return result
 
     # -- collection ------------------------------------------------------------------------
-    def _create_indexes(self) -> None:
+    def _create_indexes(self, fields: Collection[str] | None = None) -> None:
+        """Declare the layout's indexes (only those on `fields`, when given)."""
         # pymilvus' wait for a finished build asks the server for a timestamp (AllocTimestamp), an
         # RPC Milvus Lite's server lacks; only the blocking client can skip that wait. Nothing is
-        # stored yet, so the indexes are complete as soon as they are declared.
+        # stored yet (or, repairing, the collection is not loaded: loading builds them), so the
+        # indexes are complete as soon as they are declared.
         params = index_params(self.lite, self.lite_index, self.ivf_nlist)
-        self._blocking().create_index(self.collection, params, sync=False, timeout=self.timeout_s)
+        if fields is not None:
+            params = IndexParams(p for p in params if p.field_name in fields)
+        if params:
+            self._blocking().create_index(self.collection, params, sync=False, timeout=self.timeout_s)
+
+    async def _repair_indexes(self) -> None:
+        # A creation cut short (the process killed, the connection lost) leaves a collection with
+        # no index, which no search can use and which, without this, no later open would mend.
+        declared = {p.field_name for p in index_params(self.lite, self.lite_index, self.ivf_nlist)}
+        listed = await self._call("list_indexes", self._async().list_indexes(self.collection))
+        missing = declared - set(listed or [])
+        if missing:
+            logger.warning(
+                "collection %s lacks indexes on %s: creating them", self.collection, sorted(missing)
+            )
+            await self._call("create_index", asyncio.to_thread(self._create_indexes, missing))
 
     async def open(self, model_id: str, dim: int) -> CollectionInfo:
         """Create the collection, or verify the existing one was built by `model_id` at `dim`."""
@@ -301,6 +323,7 @@ class MilvusStore:
                     "Re-embed it with `search-api reindex`, point SEARCH_STORE_COLLECTION at a new "
                     "collection, or configure the model it was built with."
                 )
+            await self._repair_indexes()
         await self._load()
         self._dim = dim
         described = await self._call(

@@ -18,6 +18,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from retrieval.errors import ModelMismatch
+from retrieval.store.layout import chunk_schema, model_properties
 from retrieval.store.milvus import MilvusStore
 from retrieval.types import ChunkRecord, SearchFilter
 from tests.milvus_server import MilvusLiteServer
@@ -216,6 +217,26 @@ async def test_index_choice_per_backend(stores: StoreFactory, name: str, backend
         "search": {"ef": 200},
     }
     assert len(await store.search_dense(_vector(1), 300, SearchFilter())) == len(RECORDS)
+
+
+async def test_a_collection_left_without_indexes_is_mended_on_open(
+    stores: StoreFactory, name: str, backend: str
+) -> None:
+    # What a creation cut short between create_collection and create_index leaves behind.
+    client = MilvusClient(uri=backend)
+    try:
+        client.create_collection(
+            name, schema=chunk_schema("model-a", DIM), properties=model_properties("model-a", DIM)
+        )
+        assert client.list_indexes(name) == []
+    finally:
+        client.close()
+    store = stores(name)
+    await store.open("model-a", DIM)
+    assert {"dense", "sparse"} <= set(_indexes(backend, name))
+    await store.upsert(RECORDS)
+    assert (await store.search_dense(_vector(3), 1, SearchFilter()))[0].id == "item-1#0"
+    assert (await store.search_sparse({4: 1.0}, 1, SearchFilter()))[0].id == "place-1#0"
 
 
 def test_a_server_that_cannot_start_fails_rather_than_skips(tmp_path: Path) -> None:

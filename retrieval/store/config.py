@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+GRPC_OPTIONS: dict[str, Any] = {
+    "grpc.keepalive_time_ms": 330_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
+"""gRPC channel options of every Milvus client the store makes.
+
+pymilvus' own default pings every 10 s, idle or not. Milvus Lite answers that with GOAWAY
+"too_many_pings" when the machine is busy (gRPC's default server policy allows one ping per 5
+minutes without data; an idle client on 2 loaded cores got two GOAWAYs in 120 s with pymilvus'
+options and none with these). The connection pymilvus then shares per URI failed to reconnect in
+time more than once (a store open during `rank cv`, an alias swap in CI). So pings come no more
+often than that policy allows, and never on an idle connection: every call has its own deadline,
+which is what notices a dead server.
+"""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from retrieval.errors import PointerError
-from retrieval.store.config import StoreConfig
+from retrieval.store.config import GRPC_OPTIONS, StoreConfig
 from retrieval.store.milvus import is_lite_uri
 from retrieval.util import utc_now, write_json_atomic
 
@@ -191,7 +191,9 @@ class AliasPointer:
         # attempt a moment later connects; a server that is really down still fails, a second on.
         for attempt in range(_CONNECT_ATTEMPTS):
             try:
-                return MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout_s)
+                return MilvusClient(
+                    uri=self.uri, token=self._token, timeout=self._timeout_s, grpc_options=GRPC_OPTIONS
+                )
             except MilvusException:
                 if attempt == _CONNECT_ATTEMPTS - 1:
                     raise

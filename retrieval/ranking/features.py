@@ -20,6 +20,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import numpy as np
 import numpy.typing as npt
@@ -99,7 +100,12 @@ def _bigrams(text: str) -> list[str]:
 
 
 def _names(hit: StoredHit) -> list[str]:
-    return [n for n in (hit.title, *hit.aliases) if n]
+    """Title, then aliases, the empty ones left out (`aliases_of`, inlined: it runs per candidate)."""
+    raw = hit.metadata.get("aliases")
+    names = [hit.title] if hit.title else []
+    if isinstance(raw, list | tuple):
+        names += [a for a in raw if isinstance(a, str) and a]
+    return names
 
 
 class _Joined:
@@ -108,11 +114,7 @@ class _Joined:
     def __init__(self, parts: Sequence[str]):
         self.parts = parts
         self.text = "\x00".join(parts)
-        self.starts: list[int] = []
-        offset = 0
-        for part in parts:
-            self.starts.append(offset)
-            offset += len(part) + 1
+        self.starts = [0, *accumulate(len(part) + 1 for part in parts)][:-1]
         self._found: dict[str, list[int]] = {}
 
     def containing(self, sub: str) -> list[int]:
@@ -164,28 +166,65 @@ class _Joined:
 def _source_columns(
     hits: Sequence[FusedHit], ranked: Mapping[str, Sequence[StoredHit]], depth: int
 ) -> npt.NDArray[np.float64]:
-    out = np.full((len(hits), len(KNOWN_SOURCES) * len(_PER_SOURCE)), _NAN)
+    width = len(_PER_SOURCE)
+    out = np.full((len(hits), len(KNOWN_SOURCES) * width), _NAN)
     for s_idx, source in enumerate(KNOWN_SOURCES):
-        listed = ranked.get(source)
-        base = s_idx * len(_PER_SOURCE)
-        missing_rank = float(depth + 1)
-        out[:, base + 3] = missing_rank
+        base = s_idx * width
+        out[:, base + 3] = float(depth + 1)
         out[:, base + 4] = 0.0
+        listed = ranked.get(source)
         if not listed:
             continue
-        scores = [h.score for h in listed]
-        top, low = max(scores), min(scores)
+        top = max(h.score for h in listed)
+        low = min(h.score for h in listed)
         spread = top - low
-        for row, fused in enumerate(hits):
-            evidence = fused.sources.get(source)
-            if evidence is None:
-                continue
-            out[row, base] = evidence.score
-            out[row, base + 1] = (evidence.score - low) / spread if spread > 0 else 1.0
-            out[row, base + 2] = top - evidence.score
-            out[row, base + 3] = evidence.rank
-            out[row, base + 4] = 1.0 / evidence.rank
+        # Column-wise: one numpy assignment per feature, not one per candidate and feature.
+        evidence = [(row, f.sources.get(source)) for row, f in enumerate(hits)]
+        found = [(row, e.score, e.rank) for row, e in evidence if e is not None]
+        if not found:
+            continue
+        rows = [row for row, _, _ in found]
+        score = np.array([sc for _, sc, _ in found], dtype=np.float64)
+        rank = np.array([rk for _, _, rk in found], dtype=np.float64)
+        out[rows, base] = score
+        out[rows, base + 1] = (score - low) / spread if spread > 0 else 1.0
+        out[rows, base + 2] = top - score
+        out[rows, base + 3] = rank
+        out[rows, base + 4] = 1.0 / rank
     return out
+
+
+class _Evidence:
+    """The candidates' texts and names as joined strings, searched for query strings.
+
+    `both` joins each candidate's names and text with a newline, so one search answers "in the
+    names or the text" for any string without a newline (which cannot straddle the two); strings
+    holding one take the exact, slower way through separate texts and names.
+    """
+
+    def __init__(self, hits: Sequence[FusedHit], names: Sequence[list[str]]):
+        self._hits = hits
+        self.heads = _Joined(["\n".join(ns) for ns in names])
+        self.both = _Joined([h + "\n" + f.hit.text for h, f in zip(self.heads.parts, hits, strict=True)])
+        self._texts: _Joined | None = None
+
+    @property
+    def texts(self) -> _Joined:
+        if self._texts is None:
+            self._texts = _Joined([f.hit.text for f in self._hits])
+        return self._texts
+
+    def anywhere(self, sub: str) -> list[int]:
+        """Candidates whose names or text contain `sub` (ascending)."""
+        if "\n" not in sub:
+            return self.both.containing(sub)
+        return sorted(set(self.texts.containing(sub)) | set(self.heads.containing(sub)))
+
+    def spans(self, query: str) -> list[int]:
+        """Per candidate, the longest substring of `query` in its names or its text."""
+        if "\n" not in query:
+            return self.both.spans(query)
+        return [max(t, h) for t, h in zip(self.texts.spans(query), self.heads.spans(query), strict=True)]
 
 
 def feature_matrix(
@@ -203,27 +242,23 @@ def feature_matrix(
     weights = [max(query.idf.get(t, 0.0), 0.0) for t in terms]
     total_weight = sum(weights) or 1.0
     names = [_names(f.hit) for f in hits]
-    texts = _Joined([f.hit.text for f in hits])
-    heads = _Joined(["\n".join(ns) for ns in names])
+    found = _Evidence(hits, names)
+    heads = found.heads
     coverage = np.zeros(n)
     idf_coverage = np.zeros(n)
     title_coverage = np.zeros(n)
     for term, weight in zip(terms, weights, strict=True):
-        in_head = heads.containing(term)
-        anywhere = sorted(set(texts.containing(term)) | set(in_head))
+        anywhere = found.anywhere(term)
         coverage[anywhere] += 1
         idf_coverage[anywhere] += weight
-        title_coverage[in_head] += weight
+        title_coverage[heads.containing(term)] += weight
     grams = _bigrams(text_q)
     gram_hits = np.zeros(n)
     for gram in grams:
-        gram_hits[sorted(set(texts.containing(gram)) | set(heads.containing(gram)))] += 1
-    text_spans = np.array(texts.spans(text_q), dtype=np.float64)
+        gram_hits[found.anywhere(gram)] += 1
+    spans = np.array(found.spans(text_q), dtype=np.float64)
     head_spans = np.array(heads.spans(text_q), dtype=np.float64)
-    spans = np.maximum(text_spans, head_spans)
-    titles = [f.hit.title for f in hits]
-    pairs[:, 0] = [f.score for f in hits]
-    pairs[:, 1] = [len(f.sources) for f in hits]
+    pairs[:, 0:2] = [(f.score, len(f.sources)) for f in hits]
     pairs[:, 2] = coverage / len(terms) if terms else 0.0
     pairs[:, 3] = idf_coverage / total_weight
     pairs[:, 4] = title_coverage / total_weight
@@ -231,15 +266,35 @@ def feature_matrix(
     pairs[:, 6] = spans
     pairs[:, 7] = spans / q_len
     pairs[:, 8] = head_spans / q_len
-    pairs[:, 9] = [1.0 if text_q in ns else 0.0 for ns in names]
-    pairs[:, 10] = [
-        max((len(nm) for nm in ns if len(nm) >= 2 and nm in text_q), default=0) / q_len for ns in names
-    ]
-    pairs[:, 11] = [1.0 if any(text_q in nm for nm in ns) else 0.0 for ns in names]
-    pairs[:, 12] = [h / len(t) if t else 0.0 for h, t in zip(head_spans.tolist(), titles, strict=True)]
-    pairs[:, 13] = [f.hit.text.count(t) if len(t) >= 2 else 0 for f, t in zip(hits, titles, strict=True)]
+    pairs[:, 9:12] = _name_matches(text_q, names, heads)
+    pairs[:, 9:12] /= (1.0, q_len, 1.0)
+    title_chars = np.array([len(f.hit.title) for f in hits], dtype=np.float64)
+    pairs[:, 12] = np.divide(head_spans, title_chars, out=np.zeros(n), where=title_chars > 0)
+    pairs[:, 13:14] = [(f.hit.text.count(f.hit.title) if len(f.hit.title) >= 2 else 0,) for f in hits]
     pairs[:, 14] = len(text_q)
     pairs[:, 15] = len(terms)
-    pairs[:, 16] = [len(f.hit.text) for f in hits]
-    pairs[:, 17] = [f.hit.chunk_index for f in hits]
+    pairs[:, 16:18] = [(len(f.hit.text), f.hit.chunk_index) for f in hits]
     return np.hstack([sources, pairs])
+
+
+def _name_matches(text_q: str, names: Sequence[list[str]], heads: _Joined) -> npt.NDArray[np.float64]:
+    """Per candidate: the query is one of its names; the longest of its names (2+ characters) inside
+    the query, in characters; the query is inside one of its names."""
+    out = np.zeros((len(names), 3))
+    if not text_q or "\n" in text_q:
+        for row, ns in enumerate(names):
+            out[row, 0] = text_q in ns
+            out[row, 1] = max((len(nm) for nm in ns if len(nm) >= 2 and nm in text_q), default=0)
+            out[row, 2] = any(text_q in nm for nm in ns)
+        return out
+    # A name inside the query, or the query inside a name, is a string search in the joined names:
+    # only the candidates it finds are looked at one by one.
+    for row in heads.containing(text_q):
+        out[row, 0] = text_q in names[row]
+        out[row, 2] = 1.0
+    inside = {nm for ns in names for nm in ns if len(nm) >= 2 and nm in text_q}
+    for nm in inside:
+        for row in heads.containing(nm):
+            if nm in names[row] and len(nm) > out[row, 1]:
+                out[row, 1] = len(nm)
+    return out

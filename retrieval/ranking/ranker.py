@@ -5,9 +5,11 @@ feature names in column order and the encoder model id whose dense scores it was
 Its `digest` (sha256 of the model text) goes into the cache key, so answers of another model are
 never served from the cache.
 
-Scoring a query's candidates is one `Booster.predict` on a (candidates x features) matrix on one
-thread; per-feature contributions (path attributions, `attribution.PathAttribution`: they sum
-to the score like SHAP values, at a tenth of TreeSHAP's cost) are computed only for the page.
+Scoring a query's candidates is one `Booster.predict(pred_leaf=True)` on a (candidates x
+features) matrix on one thread: each row's leaf per tree. Its score is the sum of those leaves'
+values, and its per-feature contributions (path attributions, `attribution.PathAttribution`:
+they sum to the score like SHAP values, at a tenth of TreeSHAP's cost) a gather from the same
+leaves, done only for the page.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class Ranked:
     order: np.ndarray
     """Indexes into `fused`, best first (ties: the fused order, which is deterministic)."""
     scores: np.ndarray
-    matrix: np.ndarray
-    """Feature rows in `fused` order (kept for the page's contributions)."""
+    leaves: np.ndarray
+    """(candidates, trees): each row's leaf per tree, in `fused` order (for the page's contributions)."""
 
     @property
     def hits(self) -> list[FusedHit]:
@@ -91,29 +93,30 @@ class LearnedRanker:
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """Raw model scores for full feature rows (`features.feature_matrix`)."""
-        if not len(matrix):
-            return np.zeros(0)
-        return np.asarray(self._booster.predict(matrix[:, self._columns], num_threads=1))
+        return self._paths.scores(self._leaves(matrix))
 
-    def _leaves(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self._booster.predict(rows, num_threads=1, pred_leaf=True))
+    def _leaves(self, matrix: np.ndarray) -> np.ndarray:
+        """(rows, trees) leaf indexes of full feature rows."""
+        if not len(matrix):
+            return np.zeros((0, len(self._paths.leaf_values)), dtype=np.intp)
+        leaves = self._booster.predict(matrix[:, self._columns], num_threads=1, pred_leaf=True)
+        return np.asarray(leaves, dtype=np.intp).reshape(len(matrix), -1)
 
     def rank(
         self, query: RankingInput, fused: Sequence[FusedHit], ranked: Mapping[str, Sequence[StoredHit]]
     ) -> Ranked:
         """The candidates ordered by the model (ties: the fused order, which is deterministic)."""
-        matrix = feature_matrix(query, fused, ranked)
-        scores = self.scores(matrix)
+        leaves = self._leaves(feature_matrix(query, fused, ranked))
+        scores = self._paths.scores(leaves)
         order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
-        return Ranked(fused, order, scores, matrix)
+        return Ranked(fused, order, scores, leaves)
 
     def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
         """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
         chosen = ranked.order[start:stop]
         if not len(chosen):
             return []
-        rows = ranked.matrix[chosen][:, self._columns]
-        contrib = self._paths.contributions(rows, self._leaves)
+        contrib = self._paths.contributions(ranked.leaves[chosen])
         out = []
         for i, values in zip(chosen.tolist(), contrib, strict=True):
             per_feature = values[:-1]  # the last column is the model's bias

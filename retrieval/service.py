@@ -256,11 +256,18 @@ class SearchService:
         from exactly the evidence it is served.
         """
         text = self.search_text(text)
+        understood = self.understanding.understand(text) if self.understanding is not None else None
+        if understood is not None:
+            text = understood.text
         vector = await self.kb.encoder.encode_queries([text])
         terms = self.kb.sparse.tokenizer.tokenize(text)
+        where = SearchFilter()
         retrieved = await self.kb.retrieve(
-            terms, vector, mode=SearchMode.HYBRID, depth=self.candidates, where=SearchFilter()
+            terms, vector, mode=SearchMode.HYBRID, depth=self.candidates, where=where
         )
+        if understood is not None and understood.question is not None:
+            timings: dict[str, float] = {}
+            retrieved.ranked["entity"] = await self._entity_hits(understood, self.candidates, where, timings)
         return self.ranking_input(text, terms, self.candidates), retrieved.ranked
 
     def search_text(self, text: str) -> str:

@@ -5,8 +5,9 @@ The answer to such a question is usually another entry that the asked entity's o
 then the entries their texts name, nearest first to the words the question asks with (师父), as
 measured in the asked entry's text.
 
-A question is read as one when an entity name is followed by 的, or two entity names are joined
-by 和/与/跟/同; the rest of the query is what is asked.
+A question is read as one when an entity name is followed by 的, two entity names are joined by
+和/与/跟/同, or the query holds an entity name and a question word (谁, 什么, 哪, ...: "栖岚剑宗是谁
+创立的", "冰魄渡那晚是谁救了沈青崖"); the rest of the query is what is asked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from retrieval.understanding.lexicon import Lexicon
 JOINERS = frozenset("和与跟同")
 QUESTION_CHARS = frozenset("的是谁什么哪个些吗呢了几怎样么为何有叫在")
 """Characters that make a question a question, not what it asks about (skipped as cues)."""
+QUESTION_WORDS = ("谁", "什么", "哪", "几", "怎么", "怎样", "为什么", "为何", "如何", "多少")
+"""Words that make a query naming an entity a question about what its entry names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,8 @@ def entity_question(lexicon: Lexicon, text: str, *, named_limit: int = 5) -> Ent
         a[2] < b[1] and set(text[a[2] : b[1]]) <= JOINERS and text[a[2] : b[1]]
         for a, b in itertools.pairwise(titled)
     )
-    if not (followed or joined):
+    asks = any(word in text for word in QUESTION_WORDS)
+    if not (followed or joined or asks):
         return None
     asked = tuple(dict.fromkeys(t for name, _, _ in titled for t in sorted(lexicon.titles_of[name])))
     cues = _cues(text, spans) + ([name for name, _, _ in titled] if len(titled) > 1 else [])

@@ -223,3 +223,25 @@ async def test_a_paraphrase_below_the_trusted_threshold_is_served_only_with_agre
         assert metrics["semantic_hits"] == 1
     finally:
         await engine.close()
+
+
+async def test_the_ranker_learns_from_the_candidates_a_search_ranks(settings: Settings) -> None:
+    # Training records `candidate_lists`; a relation question is searched with the entity source,
+    # and a typo'd name as the name it means, so the candidates must be read the same way.
+    docs = [
+        Document(id="char-1", title="沈青崖", kind="character", text="沈青崖拜顾长庚为师，使一柄断剑。"),
+        Document(id="char-2", title="顾长庚", kind="character", text="照影峰峰主，剑法通神。"),
+        Document(id="loc-1", title="照影峰", kind="location", text="栖岚剑宗第七峰。"),
+    ]
+    engine = await open_test_engine(settings)
+    try:
+        await engine.kb.ingest(docs)
+        query, ranked = await engine.service.candidate_lists("沈青涯的师父是谁")
+        assert "沈青崖" in query.text and "沈青涯" not in query.text
+        assert [h.doc_id for h in ranked["entity"]][:2] == ["char-1", "char-2"]
+        served = await search(engine, "沈青涯的师父是谁", route="none")
+        assert {h.doc_id for h in served.hits if h.explanation.entity} == {h.doc_id for h in ranked["entity"]}
+        plain, lists = await engine.service.candidate_lists("照影峰")
+        assert "entity" not in lists and plain.text == "照影峰"
+    finally:
+        await engine.close()

@@ -40,7 +40,7 @@ from retrieval.types import StoredHit
 
 logger = logging.getLogger(__name__)
 
-CANDIDATES_SCHEMA = 1
+CANDIDATES_SCHEMA = 4
 """Bump when what a candidate file records changes."""
 
 

@@ -48,6 +48,16 @@ def test_two_names_joined_ask_about_both_and_plain_names_ask_nothing(lexicon: Le
     assert entity_question(lexicon, "剑法的来历") is None  # no entity
 
 
+def test_a_question_word_beside_a_name_asks_about_its_entry(lexicon: Lexicon) -> None:
+    # No 的 after the name: "是谁" makes it a question about what 照影峰's entry names.
+    question = entity_question(lexicon, "照影峰是谁开创的")
+    assert question is not None and question.asked == ("照影峰",)
+    who = entity_question(lexicon, "沈青崖拜谁为师")
+    assert who is not None and who.asked == ("沈青崖",) and who.named[0] == "顾长庚"
+    assert entity_question(lexicon, "照影峰风景") is None  # a name, no question word: a lookup
+    assert entity_question(lexicon, "谁是剑客") is None  # a question word, no name
+
+
 def test_understanding_corrects_first_then_reads_the_question(lexicon: Lexicon) -> None:
     understood = QueryUnderstanding(lexicon).understand("沈青涯的师父")
     assert understood.text == "沈青崖的师父" and understood.corrected == {"沈青涯": "沈青崖"}

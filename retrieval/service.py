@@ -36,7 +36,7 @@ from retrieval.cache.protocol import (
 )
 from retrieval.errors import EncoderRejected, EncoderUnavailable, InvalidRequest, UnknownIntent
 from retrieval.fusion import WeightedRRF
-from retrieval.knowledge_base import KnowledgeBase
+from retrieval.knowledge_base import KnowledgeBase, Retrieved
 from retrieval.ranking.features import RankingInput
 from retrieval.ranking.ranker import LearnedRanker
 from retrieval.routing.router import ROUTE_OFF, Route, Router
@@ -229,10 +229,7 @@ class SearchService:
                 mode = SearchMode.SPARSE  # the encoder is down: BM25 is all there is
         depth = max(candidates, query.offset + query.top_k)
         terms = self.kb.sparse.tokenizer.tokenize(text)  # once: BM25 here, highlights in the answer
-        retrieved = await self.kb.retrieve(terms, vector, mode=mode, depth=depth, where=where)
-        timings.update(retrieved.timings_ms)
-        if mode is SearchMode.HYBRID and understood is not None and understood.question is not None:
-            retrieved.ranked["entity"] = await self._entity_hits(understood, depth, where, timings)
+        retrieved = await self._retrieve(understood, terms, vector, mode, depth, where, timings)
         fused = self.fuser.fuse(retrieved.ranked, weights)
         start, stop = query.offset, query.offset + query.top_k
         # The ranker orders the two retrievers' union; a dense or sparse search keeps its own order.
@@ -261,14 +258,42 @@ class SearchService:
             text = understood.text
         vector = await self.kb.encoder.encode_queries([text])
         terms = self.kb.sparse.tokenizer.tokenize(text)
-        where = SearchFilter()
-        retrieved = await self.kb.retrieve(
-            terms, vector, mode=SearchMode.HYBRID, depth=self.candidates, where=where
+        retrieved = await self._retrieve(
+            understood, terms, vector, SearchMode.HYBRID, self.candidates, SearchFilter(), {}
         )
-        if understood is not None and understood.question is not None:
-            timings: dict[str, float] = {}
-            retrieved.ranked["entity"] = await self._entity_hits(understood, self.candidates, where, timings)
         return self.ranking_input(text, terms, self.candidates), retrieved.ranked
+
+    async def _retrieve(
+        self,
+        understood: Understood | None,
+        terms: list[str],
+        vector: Vectors | None,
+        mode: SearchMode,
+        depth: int,
+        where: SearchFilter,
+        timings: dict[str, float],
+    ) -> Retrieved:
+        """Dense and sparse lists, and for an entity question in hybrid mode the `entity` source.
+
+        The entity query needs neither list, so it runs beside them. Both are awaited to the end
+        (each has its store deadline) before the first failure is raised as itself, so no query
+        is left running and the store's errors keep their meaning (503 store_unavailable, ...).
+        """
+        retrieval = self.kb.retrieve(terms, vector, mode=mode, depth=depth, where=where)
+        if mode is not SearchMode.HYBRID or understood is None or understood.question is None:
+            retrieved = await retrieval
+        else:
+            lists, entity = await asyncio.gather(
+                retrieval, self._entity_hits(understood, depth, where, timings), return_exceptions=True
+            )
+            if isinstance(lists, BaseException):
+                raise lists
+            if isinstance(entity, BaseException):
+                raise entity
+            retrieved = lists
+            retrieved.ranked["entity"] = entity
+        timings.update(retrieved.timings_ms)
+        return retrieved
 
     def search_text(self, text: str) -> str:
         """The one text a query is searched as (and keyed by in the exact tier).

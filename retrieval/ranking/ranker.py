@@ -10,6 +10,13 @@ features) matrix on one thread: each row's leaf per tree. Its score is the sum o
 values, and its per-feature contributions (path attributions, `attribution.PathAttribution`:
 they sum to the score like SHAP values, at a tenth of TreeSHAP's cost) a gather from the same
 leaves, done only for the page.
+
+A query that is exactly a candidate's title or alias (after folding: 顧長庚 is 顾长庚) names that
+entry, and a writer who types a name expects its entry first. The model does not learn that
+reliably (few of its training queries are names: CMRC and DRCD ask questions; in the fixture world
+the entry of a twin brother, 顾长安, outscored 顾长庚's own for "顾长庚"), so such candidates are lifted above all others
+by the smallest margin that does it (`exact_name_lift`); the lift is listed in the explanation as
+`exact_name`, so the contributions still sum to the score. Among themselves the model orders them.
 """
 
 from __future__ import annotations
@@ -33,6 +40,20 @@ MODEL_FILE = "ranker.txt"
 META_FILE = "meta.json"
 TOP_CONTRIBUTIONS = 5
 """How many of a hit's largest feature contributions its explanation lists."""
+EXACT_NAME = "exact_name"
+"""The explanation's key for the lift of a candidate whose title or alias is the query."""
+LIFT_MARGIN = 1.0
+"""How far (in model-score units) a lifted candidate ends above the best of the others."""
+_NAME_EXACT = FEATURES.index("name_exact")
+
+
+def exact_name_lift(matrix: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per candidate, what to add to its score so every exact-name match outranks the rest."""
+    exact = matrix[:, _NAME_EXACT] > 0 if len(matrix) else np.zeros(0, dtype=bool)
+    if not exact.any() or exact.all():
+        return np.zeros(len(scores))
+    lift = max(0.0, float(scores[~exact].max() - scores[exact].min()) + LIFT_MARGIN)
+    return np.where(exact, lift, 0.0)
 
 
 @dataclass(frozen=True)
@@ -43,8 +64,11 @@ class Ranked:
     order: np.ndarray
     """Indexes into `fused`, best first (ties: the fused order, which is deterministic)."""
     scores: np.ndarray
+    """The model's scores plus each candidate's exact-name lift."""
     leaves: np.ndarray
     """(candidates, trees): each row's leaf per tree, in `fused` order (for the page's contributions)."""
+    lift: np.ndarray
+    """Per candidate, its exact-name lift (0 for most)."""
 
     @property
     def hits(self) -> list[FusedHit]:
@@ -92,8 +116,11 @@ class LearnedRanker:
         }
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
-        """Raw model scores for full feature rows (`features.feature_matrix`)."""
-        return self._paths.scores(self._leaves(matrix))
+        """Served scores for one query's full feature rows (`features.feature_matrix`): the model's,
+        exact-name matches lifted."""
+        model = self._paths.scores(self._leaves(matrix))
+        lifted: np.ndarray = model + exact_name_lift(matrix, model)
+        return lifted
 
     def _leaves(self, matrix: np.ndarray) -> np.ndarray:
         """(rows, trees) leaf indexes of full feature rows."""
@@ -106,10 +133,13 @@ class LearnedRanker:
         self, query: RankingInput, fused: Sequence[FusedHit], ranked: Mapping[str, Sequence[StoredHit]]
     ) -> Ranked:
         """The candidates ordered by the model (ties: the fused order, which is deterministic)."""
-        leaves = self._leaves(feature_matrix(query, fused, ranked))
-        scores = self._paths.scores(leaves)
+        matrix = feature_matrix(query, fused, ranked)
+        leaves = self._leaves(matrix)
+        model = self._paths.scores(leaves)
+        lift = exact_name_lift(matrix, model)
+        scores = model + lift
         order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
-        return Ranked(fused, order, scores, leaves)
+        return Ranked(fused, order, scores, leaves, lift)
 
     def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
         """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
@@ -123,5 +153,7 @@ class LearnedRanker:
             top = np.argsort(-np.abs(per_feature))[:TOP_CONTRIBUTIONS]
             contributions = {self.features[j]: round(float(per_feature[j]), 4) for j in top}
             contributions["bias"] = round(float(values[-1]), 4)
+            if ranked.lift[i] > 0:
+                contributions[EXACT_NAME] = round(float(ranked.lift[i]), 4)
             out.append(replace(ranked.fused[i], score=float(ranked.scores[i]), contributions=contributions))
         return out

@@ -50,11 +50,22 @@ _PER_PAIR = (
     "query_terms",
     "text_chars",
     "chunk_index",
+    "quote_verbatim",
+    "name_typed",
 )
 FEATURES: tuple[str, ...] = tuple(f"{s}_{p}" for s in KNOWN_SOURCES for p in _PER_SOURCE) + _PER_PAIR
 """Column names, in matrix order (a model file records the list it was trained with)."""
+RULE_FEATURES = ("quote_verbatim", "name_typed")
+"""Columns that serving rules read (`ranking.ranker.exact_lift`) and models are not trained on."""
+MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f not in RULE_FEATURES)
+"""The columns a model is trained on, in matrix order."""
 
 _NAN = math.nan
+QUOTE_MIN_CHARS = 8
+"""A query of at least this many letters and digits found whole in a text is quoted from it."""
+_NOT_WORD = re.compile(r"[^\w\x00\x01]|_")
+"""Punctuation, spaces and symbols (not the NUL and \\x01 marks joined strings use): a quote is
+typed with other commas and spaces than the text's."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +285,36 @@ def feature_matrix(
     pairs[:, 14] = len(text_q)
     pairs[:, 15] = len(terms)
     pairs[:, 16:18] = [(len(f.hit.text), f.hit.chunk_index) for f in hits]
+    pairs[:, 18] = _quoted(text_q, hits)
+    pairs[:, 19] = _typed_name(text_q, names)
     return np.hstack([sources, pairs])
+
+
+def _typed_name(text_q: str, names: Sequence[list[str]]) -> npt.NDArray[np.float64]:
+    """1 for each candidate one of whose names is the query, spaces, punctuation and case aside
+    (the query arrives as `search_text` normalised it: "第十二章 雪夜渡江" as "第十二章雪夜渡江")."""
+    out = np.zeros(len(names))
+    words = _NOT_WORD.sub("", text_q).casefold()
+    if not words:
+        return out
+    # Each name between \x01 marks, candidates apart by NUL: one regex pass, one search.
+    joined = "\x00".join("\x01" + "\x01".join(ns) + "\x01" for ns in names)
+    marked = _NOT_WORD.sub("", joined).casefold()
+    out[_Joined(marked.split("\x00")).containing("\x01" + words + "\x01")] = 1.0
+    return out
+
+
+def _quoted(text_q: str, hits: Sequence[FusedHit]) -> npt.NDArray[np.float64]:
+    """1 for each candidate whose text holds the whole query (punctuation and spaces aside), when
+    the query is long enough to be a quote; else 0."""
+    out = np.zeros(len(hits))
+    words = _NOT_WORD.sub("", text_q)
+    if len(words) < QUOTE_MIN_CHARS:
+        return out
+    # One regex pass over the joined texts; the NUL between candidates survives it.
+    joined = _NOT_WORD.sub("", "\x00".join(f.hit.text for f in hits))
+    out[_Joined(joined.split("\x00")).containing(words)] = 1.0
+    return out
 
 
 def _name_matches(text_q: str, names: Sequence[list[str]], heads: _Joined) -> npt.NDArray[np.float64]:

@@ -11,12 +11,17 @@ values, and its per-feature contributions (path attributions, `attribution.PathA
 they sum to the score like SHAP values, at a tenth of TreeSHAP's cost) a gather from the same
 leaves, done only for the page.
 
-A query that is exactly a candidate's title or alias (after folding: 顧長庚 is 顾长庚) names that
-entry, and a writer who types a name expects its entry first. The model does not learn that
-reliably (few of its training queries are names: CMRC and DRCD ask questions; in the fixture world
-the entry of a twin brother, 顾长安, outscored 顾长庚's own for "顾长庚"), so such candidates are lifted above all others
-by the smallest margin that does it (`exact_name_lift`); the lift is listed in the explanation as
-`exact_name`, so the contributions still sum to the score. Among themselves the model orders them.
+A query that is exactly a candidate's title or alias (after folding, spaces and punctuation
+aside: 顧長庚 is 顾长庚, `features.name_typed`) names that entry, and a writer who types a name
+expects its entry first. The model does not learn that reliably (few of its training queries
+are names: CMRC and DRCD ask questions; in the fixture world the entry of a twin brother,
+顾长安, outscored 顾长庚's own for "顾长庚"), so such candidates are lifted above all others by
+the smallest margin that does it (`exact_lift`); the lift is listed in the explanation as
+`exact_name`, so the contributions still sum to the score. Among themselves the model orders
+them. A quote is treated alike: a query of 8 letters or more that a candidate's text holds whole
+(punctuation and spaces aside, `features.quote_verbatim`) lifts that candidate, listed as
+`exact_quote`, so exact-span evidence wins over fuzzy similarity; unless the query is some
+candidate's name, which then alone is lifted.
 """
 
 from __future__ import annotations
@@ -42,14 +47,30 @@ TOP_CONTRIBUTIONS = 5
 """How many of a hit's largest feature contributions its explanation lists."""
 EXACT_NAME = "exact_name"
 """The explanation's key for the lift of a candidate whose title or alias is the query."""
+EXACT_QUOTE = "exact_quote"
+"""The explanation's key for the lift of a candidate whose text holds the whole query."""
 LIFT_MARGIN = 1.0
 """How far (in model-score units) a lifted candidate ends above the best of the others."""
-_NAME_EXACT = FEATURES.index("name_exact")
+_NAME_TYPED = FEATURES.index("name_typed")
+_QUOTE_VERBATIM = FEATURES.index("quote_verbatim")
 
 
-def exact_name_lift(matrix: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per candidate, what to add to its score so every exact-name match outranks the rest."""
-    exact = matrix[:, _NAME_EXACT] > 0 if len(matrix) else np.zeros(0, dtype=bool)
+def exact_matches(matrix: np.ndarray) -> np.ndarray:
+    """Per candidate: its title or alias is the query; or, when no candidate's is, its text holds
+    the whole (long) query. A query that names an entry is not read as a quote ("第十二章 雪夜渡江"
+    is a chapter's title, and other entries that cite the chapter hold it whole too)."""
+    if not len(matrix):
+        return np.zeros(0, dtype=bool)
+    named: np.ndarray = matrix[:, _NAME_TYPED] > 0
+    if named.any():
+        return named
+    quoted: np.ndarray = matrix[:, _QUOTE_VERBATIM] > 0
+    return quoted
+
+
+def exact_lift(matrix: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per candidate, what to add to its score so every exact match outranks the rest."""
+    exact = exact_matches(matrix)
     if not exact.any() or exact.all():
         return np.zeros(len(scores))
     lift = max(0.0, float(scores[~exact].max() - scores[exact].min()) + LIFT_MARGIN)
@@ -64,11 +85,13 @@ class Ranked:
     order: np.ndarray
     """Indexes into `fused`, best first (ties: the fused order, which is deterministic)."""
     scores: np.ndarray
-    """The model's scores plus each candidate's exact-name lift."""
+    """The model's scores plus each candidate's exact-match lift."""
     leaves: np.ndarray
     """(candidates, trees): each row's leaf per tree, in `fused` order (for the page's contributions)."""
     lift: np.ndarray
-    """Per candidate, its exact-name lift (0 for most)."""
+    """Per candidate, its exact-match lift (0 for most)."""
+    quoted: np.ndarray
+    """Per candidate, whether a lift would be for a quote rather than a name (names it in explanations)."""
 
     @property
     def hits(self) -> list[FusedHit]:
@@ -117,9 +140,9 @@ class LearnedRanker:
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """Served scores for one query's full feature rows (`features.feature_matrix`): the model's,
-        exact-name matches lifted."""
+        exact matches lifted."""
         model = self._paths.scores(self._leaves(matrix))
-        lifted: np.ndarray = model + exact_name_lift(matrix, model)
+        lifted: np.ndarray = model + exact_lift(matrix, model)
         return lifted
 
     def _leaves(self, matrix: np.ndarray) -> np.ndarray:
@@ -136,10 +159,11 @@ class LearnedRanker:
         matrix = feature_matrix(query, fused, ranked)
         leaves = self._leaves(matrix)
         model = self._paths.scores(leaves)
-        lift = exact_name_lift(matrix, model)
+        lift = exact_lift(matrix, model)
         scores = model + lift
         order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
-        return Ranked(fused, order, scores, leaves, lift)
+        quoted = (matrix[:, _NAME_TYPED] == 0) if len(matrix) else np.zeros(0, dtype=bool)
+        return Ranked(fused, order, scores, leaves, lift, quoted)
 
     def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
         """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
@@ -154,6 +178,7 @@ class LearnedRanker:
             contributions = {self.features[j]: round(float(per_feature[j]), 4) for j in top}
             contributions["bias"] = round(float(values[-1]), 4)
             if ranked.lift[i] > 0:
-                contributions[EXACT_NAME] = round(float(ranked.lift[i]), 4)
+                key = EXACT_QUOTE if ranked.quoted[i] else EXACT_NAME
+                contributions[key] = round(float(ranked.lift[i]), 4)
             out.append(replace(ranked.fused[i], score=float(ranked.scores[i]), contributions=contributions))
         return out

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from eval.metrics import METRICS, RankedRun, evaluate_run, first_per_document
 from retrieval.fusion import WeightedRRF
-from retrieval.ranking.features import FEATURES, feature_matrix
+from retrieval.ranking.features import FEATURES, MODEL_FEATURES, feature_matrix
 from retrieval.ranking.ranker import META_FILE, MODEL_FILE, LearnedRanker
 from retrieval.training.ranking.candidates import CandidateSet
 from retrieval.types import FusedHit, StoredHit
@@ -54,6 +54,7 @@ BASE_PARAMS: dict[str, Any] = {
     "force_row_wise": True,
 }
 MAX_ROUNDS = 300
+_MODEL_COLUMNS = np.array([FEATURES.index(f) for f in MODEL_FEATURES], dtype=np.intp)
 EARLY_STOP = 40
 
 
@@ -109,7 +110,7 @@ def _dataset(groups: Sequence[Group], weights: Mapping[str, float]) -> lgb.Datas
     use = [g for g in groups if g.grades.any()]  # a query with no answer among its candidates teaches nothing
     if not use:
         return None
-    x = np.vstack([g.matrix for g in use])
+    x = np.vstack([g.matrix for g in use])[:, _MODEL_COLUMNS]
     y = np.concatenate([g.grades for g in use])
     sizes = [len(g.grades) for g in use]
     # LambdaRank takes each query's weight from its rows (all alike): small datasets can count more.
@@ -119,7 +120,7 @@ def _dataset(groups: Sequence[Group], weights: Mapping[str, float]) -> lgb.Datas
         y,
         group=sizes,
         weight=w,
-        feature_name=list(FEATURES),
+        feature_name=list(MODEL_FEATURES),
         free_raw_data=False,
         params={"feature_pre_filter": False},
     )
@@ -141,7 +142,7 @@ class Trained:
 
     def ranker(self, model_id: str) -> LearnedRanker:
         """This model as the serving code loads it."""
-        return LearnedRanker(self.model_text(), {"features": list(FEATURES), "model_id": model_id})
+        return LearnedRanker(self.model_text(), {"features": list(MODEL_FEATURES), "model_id": model_id})
 
     def save(self, out: Path, meta: Mapping[str, Any]) -> None:
         """Write `ranker.txt` and `meta.json` (features, settings, and whatever `meta` adds)."""
@@ -149,7 +150,7 @@ class Trained:
         (out / MODEL_FILE).write_text(self.model_text(), encoding="utf-8")
         full = {
             **meta,
-            "features": list(FEATURES),
+            "features": list(MODEL_FEATURES),
             "params": self.params,
             "best_iteration": self.best_iteration,
             "trials": self.trials,
@@ -279,5 +280,5 @@ def gain_importance(trained: Trained) -> list[tuple[str, float]]:
     """Features by total split gain (share of the whole), largest first."""
     gains = trained.booster.feature_importance("gain", iteration=trained.best_iteration)
     total = float(gains.sum()) or 1.0
-    pairs = sorted(zip(FEATURES, (float(g) / total for g in gains), strict=True), key=lambda p: -p[1])
+    pairs = sorted(zip(MODEL_FEATURES, (float(g) / total for g in gains), strict=True), key=lambda p: -p[1])
     return pairs

@@ -106,3 +106,28 @@ def test_the_joined_search_equals_a_per_candidate_search() -> None:
             assert m[row, col("span_chars")] == span
             present = [t in f.hit.text or t in head for t in query_terms(terms)]
             assert m[row, col("term_coverage")] == pytest.approx(sum(present) / len(present))
+
+
+def test_a_long_query_held_whole_by_a_text_is_a_quote_whatever_its_punctuation() -> None:
+    said = hit("a#0", 0.5, "第八十章", "赫连烬举杖高呼：“神火重燃，信者不死！”众人跪拜。")
+    half = hit("b#0", 0.9, "烬火教", "教中常言神火重燃。")
+    hits = [half, said]
+    fused = WeightedRRF().fuse({"dense": hits})
+    rows = {f.hit.id: i for i, f in enumerate(fused)}
+    quote = feature_matrix(RankingInput("神火重燃, 信者不死", ["神火", "重燃"], {}), fused, {"dense": hits})
+    assert quote[rows["a#0"], col("quote_verbatim")] == 1 and quote[rows["b#0"], col("quote_verbatim")] == 0
+    short = feature_matrix(RankingInput("神火重燃", ["神火", "重燃"], {}), fused, {"dense": hits})
+    assert not short[:, col("quote_verbatim")].any()  # 4 characters: a phrase, not a quote
+
+
+def test_a_typed_name_matches_whatever_its_spaces_punctuation_and_case() -> None:
+    chapter = hit("a#0", 0.5, "第十二章 雪夜渡江", "雪夜。", aliases=("Snow Night",))
+    cites = hit("b#0", 0.9, "冰魄渡", "见第十二章 雪夜渡江。")
+    hits = [cites, chapter]
+    fused = WeightedRRF().fuse({"dense": hits})
+    rows = {f.hit.id: i for i, f in enumerate(fused)}
+    for typed in ("第十二章雪夜渡江", "第十二章·雪夜渡江", "snow night"):
+        m = feature_matrix(RankingInput(typed, [typed], {}), fused, {"dense": hits})
+        assert m[rows["a#0"], col("name_typed")] == 1 and m[rows["b#0"], col("name_typed")] == 0, typed
+    part = feature_matrix(RankingInput("雪夜渡江", ["雪夜渡江"], {}), fused, {"dense": hits})
+    assert not part[:, col("name_typed")].any()  # part of a name is not the name

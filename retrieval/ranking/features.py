@@ -20,6 +20,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import accumulate
 
 import numpy as np
@@ -285,35 +286,43 @@ def feature_matrix(
     pairs[:, 14] = len(text_q)
     pairs[:, 15] = len(terms)
     pairs[:, 16:18] = [(len(f.hit.text), f.hit.chunk_index) for f in hits]
-    pairs[:, 18] = _quoted(text_q, hits)
+    pairs[:, 18] = _quoted(text_q, hits, found)
     pairs[:, 19] = _typed_name(text_q, names)
     return np.hstack([sources, pairs])
+
+
+@lru_cache(maxsize=65536)
+def _plain(text: str) -> str:
+    """`text` without spaces, punctuation or case: how a name or a quote compares to a query.
+
+    Cached: the same names come back with every query about them.
+    """
+    return _NOT_WORD.sub("", text).casefold()
 
 
 def _typed_name(text_q: str, names: Sequence[list[str]]) -> npt.NDArray[np.float64]:
     """1 for each candidate one of whose names is the query, spaces, punctuation and case aside
     (the query arrives as `search_text` normalised it: "第十二章 雪夜渡江" as "第十二章雪夜渡江")."""
-    out = np.zeros(len(names))
-    words = _NOT_WORD.sub("", text_q).casefold()
+    words = _plain(text_q)
     if not words:
-        return out
-    # Each name between \x01 marks, candidates apart by NUL: one regex pass, one search.
-    joined = "\x00".join("\x01" + "\x01".join(ns) + "\x01" for ns in names)
-    marked = _NOT_WORD.sub("", joined).casefold()
-    out[_Joined(marked.split("\x00")).containing("\x01" + words + "\x01")] = 1.0
-    return out
+        return np.zeros(len(names))
+    return np.array([any(_plain(n) == words for n in ns) for ns in names], dtype=np.float64)
 
 
-def _quoted(text_q: str, hits: Sequence[FusedHit]) -> npt.NDArray[np.float64]:
+def _quoted(text_q: str, hits: Sequence[FusedHit], found: _Evidence) -> npt.NDArray[np.float64]:
     """1 for each candidate whose text holds the whole query (punctuation and spaces aside), when
     the query is long enough to be a quote; else 0."""
     out = np.zeros(len(hits))
-    words = _NOT_WORD.sub("", text_q)
+    words = _plain(text_q)
     if len(words) < QUOTE_MIN_CHARS:
         return out
-    # One regex pass over the joined texts; the NUL between candidates survives it.
-    joined = _NOT_WORD.sub("", "\x00".join(f.hit.text for f in hits))
-    out[_Joined(joined.split("\x00")).containing(words)] = 1.0
+    # A text holding the whole query holds its longest unbroken piece verbatim, unless the text
+    # breaks that piece with a space or a mark of its own (rare in Chinese, and then missed):
+    # one search in the joined candidates finds those few texts, and only they are stripped.
+    piece = max(_NOT_WORD.split(text_q), key=len)
+    for row in found.anywhere(piece):
+        if words in _NOT_WORD.sub("", hits[row].hit.text).casefold():
+            out[row] = 1.0
     return out
 
 

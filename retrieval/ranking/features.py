@@ -26,6 +26,7 @@ from itertools import accumulate
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.text import fold
 from retrieval.types import FusedHit, StoredHit
 
 KNOWN_SOURCES = ("dense", "sparse", "entity")
@@ -293,11 +294,12 @@ def feature_matrix(
 
 @lru_cache(maxsize=65536)
 def _plain(text: str) -> str:
-    """`text` without spaces, punctuation or case: how a name or a quote compares to a query.
+    """`text` folded (`retrieval.text.fold`: traditional to simplified, width) without spaces,
+    punctuation or case: how a name or a quote compares to a query, which arrives folded.
 
     Cached: the same names come back with every query about them.
     """
-    return _NOT_WORD.sub("", text).casefold()
+    return _NOT_WORD.sub("", fold(text)).casefold()
 
 
 def _typed_name(text_q: str, names: Sequence[list[str]]) -> npt.NDArray[np.float64]:

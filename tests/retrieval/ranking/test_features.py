@@ -131,3 +131,8 @@ def test_a_typed_name_matches_whatever_its_spaces_punctuation_and_case() -> None
         assert m[rows["a#0"], col("name_typed")] == 1 and m[rows["b#0"], col("name_typed")] == 0, typed
     part = feature_matrix(RankingInput("雪夜渡江", ["雪夜渡江"], {}), fused, {"dense": hits})
     assert not part[:, col("name_typed")].any()  # part of a name is not the name
+    # A knowledge base written in traditional characters: the folded query still names the entry.
+    written = [hit("t#0", 0.5, "顧長庚", "照影峰峰主。")]
+    folded = WeightedRRF().fuse({"dense": written})
+    m = feature_matrix(RankingInput("顾长庚", ["顾长庚"], {}), folded, {"dense": written})
+    assert m[0, col("name_typed")] == 1 and m[0, col("name_exact")] == 0

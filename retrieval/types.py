@@ -160,8 +160,11 @@ class StoredHit:
 
 def aliases_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
     """A stored chunk's aliases: ingest keeps the document's aliases in its metadata."""
-    raw = metadata.get("aliases", ())
-    return tuple(a for a in raw if isinstance(a, str)) if isinstance(raw, list | tuple) else ()
+    raw = metadata.get("aliases")
+    if not raw or not isinstance(raw, list | tuple):
+        return ()
+    # A list comprehension, not a generator: this runs for every candidate the ranker scores.
+    return tuple([a for a in raw if isinstance(a, str)])
 
 
 @dataclass(frozen=True, slots=True)

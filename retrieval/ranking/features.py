@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.text import fold
-from retrieval.types import FusedHit, StoredHit
+from retrieval.types import FusedHit, StoredHit, aliases_of
 
 KNOWN_SOURCES = ("dense", "sparse", "entity")
 """Sources with feature columns; a source missing from a query's lists gets NaN / depth+1."""
@@ -61,6 +61,12 @@ RULE_FEATURES = ("quote_verbatim", "name_typed")
 """Columns that serving rules read (`ranking.ranker.exact_lift`) and models are not trained on."""
 MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f not in RULE_FEATURES)
 """The columns a model is trained on, in matrix order."""
+
+
+def columns(names: Sequence[str]) -> npt.NDArray[np.intp]:
+    """Indexes of the named columns in the feature matrix, in the order given."""
+    return np.array([FEATURES.index(name) for name in names], dtype=np.intp)
+
 
 _NAN = math.nan
 QUOTE_MIN_CHARS = 8
@@ -113,12 +119,7 @@ def _bigrams(text: str) -> list[str]:
 
 
 def _names(hit: StoredHit) -> list[str]:
-    """Title, then aliases, the empty ones left out (`aliases_of`, inlined: it runs per candidate)."""
-    raw = hit.metadata.get("aliases")
-    names = [hit.title] if hit.title else []
-    if isinstance(raw, list | tuple):
-        names += [a for a in raw if isinstance(a, str) and a]
-    return names
+    return [n for n in (hit.title, *aliases_of(hit.metadata)) if n]
 
 
 class _Joined:
@@ -292,14 +293,19 @@ def feature_matrix(
     return np.hstack([sources, pairs])
 
 
+def _bare(text: str) -> str:
+    """`text` without spaces, punctuation or case."""
+    return _NOT_WORD.sub("", text).casefold()
+
+
 @lru_cache(maxsize=65536)
 def _plain(text: str) -> str:
-    """`text` folded (`retrieval.text.fold`: traditional to simplified, width) without spaces,
-    punctuation or case: how a name or a quote compares to a query, which arrives folded.
+    """`text` folded (`retrieval.text.fold`: traditional to simplified, width) and bare: how a name
+    or a quote compares to a query, which arrives folded.
 
     Cached: the same names come back with every query about them.
     """
-    return _NOT_WORD.sub("", fold(text)).casefold()
+    return _bare(fold(text))
 
 
 def _typed_name(text_q: str, names: Sequence[list[str]]) -> npt.NDArray[np.float64]:
@@ -323,7 +329,7 @@ def _quoted(text_q: str, hits: Sequence[FusedHit], found: _Evidence) -> npt.NDAr
     # one search in the joined candidates finds those few texts, and only they are stripped.
     piece = max(_NOT_WORD.split(text_q), key=len)
     for row in found.anywhere(piece):
-        if words in _NOT_WORD.sub("", hits[row].hit.text).casefold():
+        if words in _bare(hits[row].hit.text):
             out[row] = 1.0
     return out
 

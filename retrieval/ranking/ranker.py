@@ -38,7 +38,7 @@ import numpy as np
 
 from retrieval.errors import ModelMismatch
 from retrieval.ranking.attribution import PathAttribution
-from retrieval.ranking.features import FEATURES, RankingInput, feature_matrix
+from retrieval.ranking.features import FEATURES, RankingInput, columns, feature_matrix
 from retrieval.types import FusedHit, StoredHit
 
 MODEL_FILE = "ranker.txt"
@@ -90,8 +90,8 @@ class Ranked:
     """(candidates, trees): each row's leaf per tree, in `fused` order (for the page's contributions)."""
     lift: np.ndarray
     """Per candidate, its exact-match lift (0 for most)."""
-    quoted: np.ndarray
-    """Per candidate, whether a lift would be for a quote rather than a name (names it in explanations)."""
+    lift_key: str
+    """What the query's lifts are for (`EXACT_NAME` or `EXACT_QUOTE`), as explanations name them."""
 
     @property
     def hits(self) -> list[FusedHit]:
@@ -117,7 +117,7 @@ class LearnedRanker:
             )
         self._paths = PathAttribution(self._booster.dump_model())
         # Columns of the full feature matrix the model reads, in its order.
-        self._columns = np.array([FEATURES.index(f) for f in self.features], dtype=np.intp)
+        self._columns = columns(self.features)
 
     @classmethod
     def load(cls, folder: Path) -> LearnedRanker:
@@ -141,9 +141,15 @@ class LearnedRanker:
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """Served scores for one query's full feature rows (`features.feature_matrix`): the model's,
         exact matches lifted."""
-        model = self._paths.scores(self._leaves(matrix))
-        lifted: np.ndarray = model + exact_lift(matrix, model)
-        return lifted
+        _, scores, _ = self._scored(matrix)
+        return scores
+
+    def _scored(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(leaves, served scores, lifts) of full feature rows."""
+        leaves = self._leaves(matrix)
+        model = self._paths.scores(leaves)
+        lift = exact_lift(matrix, model)
+        return leaves, model + lift, lift
 
     def _leaves(self, matrix: np.ndarray) -> np.ndarray:
         """(rows, trees) leaf indexes of full feature rows."""
@@ -157,13 +163,11 @@ class LearnedRanker:
     ) -> Ranked:
         """The candidates ordered by the model (ties: the fused order, which is deterministic)."""
         matrix = feature_matrix(query, fused, ranked)
-        leaves = self._leaves(matrix)
-        model = self._paths.scores(leaves)
-        lift = exact_lift(matrix, model)
-        scores = model + lift
+        leaves, scores, lift = self._scored(matrix)
         order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
-        quoted = (matrix[:, _NAME_TYPED] == 0) if len(matrix) else np.zeros(0, dtype=bool)
-        return Ranked(fused, order, scores, leaves, lift, quoted)
+        # A query that names a candidate is never read as a quote (`exact_matches`).
+        key = EXACT_NAME if len(matrix) and matrix[:, _NAME_TYPED].any() else EXACT_QUOTE
+        return Ranked(fused, order, scores, leaves, lift, key)
 
     def explain(self, ranked: Ranked, start: int, stop: int) -> list[FusedHit]:
         """Hits [start, stop) in the ranker's order, with its score and largest feature contributions."""
@@ -178,7 +182,6 @@ class LearnedRanker:
             contributions = {self.features[j]: round(float(per_feature[j]), 4) for j in top}
             contributions["bias"] = round(float(values[-1]), 4)
             if ranked.lift[i] > 0:
-                key = EXACT_QUOTE if ranked.quoted[i] else EXACT_NAME
-                contributions[key] = round(float(ranked.lift[i]), 4)
+                contributions[ranked.lift_key] = round(float(ranked.lift[i]), 4)
             out.append(replace(ranked.fused[i], score=float(ranked.scores[i]), contributions=contributions))
         return out

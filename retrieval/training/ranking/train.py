@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from eval.metrics import METRICS, RankedRun, evaluate_run, first_per_document
 from retrieval.fusion import WeightedRRF
-from retrieval.ranking.features import FEATURES, MODEL_FEATURES, feature_matrix
+from retrieval.ranking.features import MODEL_FEATURES, columns, feature_matrix
 from retrieval.ranking.ranker import META_FILE, MODEL_FILE, LearnedRanker
 from retrieval.training.ranking.candidates import CandidateSet
 from retrieval.types import FusedHit, StoredHit
@@ -54,8 +54,8 @@ BASE_PARAMS: dict[str, Any] = {
     "force_row_wise": True,
 }
 MAX_ROUNDS = 300
-_MODEL_COLUMNS = np.array([FEATURES.index(f) for f in MODEL_FEATURES], dtype=np.intp)
 EARLY_STOP = 40
+_MODEL_COLUMNS = columns(MODEL_FEATURES)
 
 
 @dataclass
